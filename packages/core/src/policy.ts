@@ -1,0 +1,74 @@
+import { ErrorCodes, UgateError } from './errors.js';
+import { type HostPattern, matchHost, parseHostPattern } from './pattern.js';
+import { formatTarget } from './target.js';
+import type { StreamRequest } from './types.js';
+
+export interface PolicyRuleInit {
+  action: 'allow' | 'deny';
+  /** Destination patterns (`name`, `*.suffix`, `*`, each with optional `:port`). Empty = any. */
+  to?: string[];
+  /**
+   * Source identities: a node ID, a principal/user name, `local` (this node's own egress),
+   * or `*`. Empty = any.
+   */
+  from?: string[];
+  /** Accepting protocols (`socks5`, `http-connect`, `ssh-direct`, …). Empty = any. */
+  protocols?: string[];
+}
+
+interface Rule {
+  readonly action: 'allow' | 'deny';
+  readonly to: HostPattern[];
+  readonly from: readonly string[];
+  readonly protocols: readonly string[];
+  readonly index: number;
+}
+
+/**
+ * Istio-style L4 authorization: a matching DENY wins; with no ALLOW rule
+ * everything else is allowed; otherwise some ALLOW must match.
+ */
+export class Policy {
+  #rules: Rule[] = [];
+
+  constructor(rules: PolicyRuleInit[] = []) {
+    this.set(rules);
+  }
+
+  /** Replace the rule set; applies to streams opened from now on. */
+  set(rules: PolicyRuleInit[]): void {
+    this.#rules = rules.map((r, index) => ({
+      action: r.action,
+      to: (r.to ?? []).map(parseHostPattern),
+      from: r.from ?? [],
+      protocols: r.protocols ?? [],
+      index,
+    }));
+  }
+
+  /** Throws POLICY_DENIED with the reason. */
+  authorize(req: StreamRequest): void {
+    const matching = this.#rules.filter((r) => matches(r, req));
+    const deny = matching.find((r) => r.action === 'deny');
+    if (deny) throw denied(req, `deny rule #${deny.index}`);
+    const hasAllow = this.#rules.some((r) => r.action === 'allow');
+    if (hasAllow && !matching.some((r) => r.action === 'allow')) throw denied(req, 'no allow rule matched');
+  }
+}
+
+function denied(req: StreamRequest, why: string): UgateError {
+  const who = req.peer.id ?? req.peer.principals[0] ?? req.peer.kind;
+  return new UgateError(ErrorCodes.POLICY_DENIED, `${who} → ${formatTarget(req.target)} denied: ${why}`);
+}
+
+function matches(r: Rule, req: StreamRequest): boolean {
+  if (r.to.length > 0 && !r.to.some((p) => matchHost(p, req.target))) return false;
+  if (r.protocols.length > 0 && !r.protocols.includes(req.protocol)) return false;
+  if (r.from.length > 0) {
+    const names = new Set<string>(req.peer.principals);
+    if (req.peer.id) names.add(req.peer.id);
+    if (req.peer.kind === 'local') names.add('local');
+    if (!r.from.some((f) => f === '*' || names.has(f))) return false;
+  }
+  return true;
+}

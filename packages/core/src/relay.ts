@@ -1,0 +1,121 @@
+import { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { ErrorCodes, toUgateError, UgateError } from './errors.js';
+
+export interface RelayOptions {
+  /** Abort when no byte moved either way for this long. 0 = never. Default 0. */
+  idleTimeoutMs?: number;
+}
+
+export interface RelayStats {
+  /** Bytes from `a` to `b`. */
+  bytesAtoB: number;
+  /** Bytes from `b` to `a`. */
+  bytesBtoA: number;
+  durationMs: number;
+  /** Set when the relay ended abnormally. */
+  error?: UgateError;
+}
+
+const noop = () => {};
+
+/**
+ * Abort a stream so the far side sees an error, not a clean end: a TCP socket
+ * gets an RST, anything else is destroyed.
+ */
+export function abortStream(s: Duplex, err?: Error): void {
+  s.on('error', noop);
+  if (s instanceof Socket && !s.destroyed && s.readyState !== 'opening') s.resetAndDestroy();
+  else s.destroy(err);
+}
+
+/**
+ * Move bytes both ways between two duplexes until both directions ended.
+ * Half-close travels: when one side ends its writes, the other side's
+ * writable is ended and the reverse direction keeps flowing. Backpressure is
+ * per direction. Any error, or a close before both directions finished,
+ * aborts both sides. Never throws; always resolves once both are closed.
+ */
+export function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Promise<RelayStats> {
+  const started = Date.now();
+  const stats: RelayStats = { bytesAtoB: 0, bytesBtoA: 0, durationMs: 0 };
+  let lastActivity = started;
+  let doneAtoB = false;
+  let doneBtoA = false;
+  let finished = false;
+  let timer: NodeJS.Timeout | undefined;
+
+  return new Promise<RelayStats>((resolve) => {
+    const finish = (error?: UgateError) => {
+      if (finished) return;
+      finished = true;
+      if (timer) clearInterval(timer);
+      if (error) {
+        stats.error = error;
+        abortStream(a, error);
+        abortStream(b, error);
+      } else {
+        a.destroy();
+        b.destroy();
+      }
+      stats.durationMs = Date.now() - started;
+      resolve(stats);
+    };
+
+    const pump = (src: Duplex, dst: Duplex, count: (n: number) => void, onDone: () => void) => {
+      src.on('data', (chunk: Buffer) => {
+        count(chunk.length);
+        lastActivity = Date.now();
+        if (!dst.write(chunk)) src.pause();
+      });
+      dst.on('drain', () => src.resume());
+      src.on('end', () => {
+        dst.end();
+      });
+      dst.on('finish', () => {
+        onDone();
+        if (doneAtoB && doneBtoA) finish();
+      });
+    };
+
+    const onError = (err: Error) => finish(toUgateError(err, ErrorCodes.ABORTED));
+    // A side that closes after both its halves ended is done; closing earlier is an abort.
+    const closedEarly = (s: Duplex) => s.destroyed && !(s.readableEnded && s.writableFinished);
+    const onClose = () => {
+      if (closedEarly(a) || closedEarly(b)) {
+        finish(new UgateError(ErrorCodes.ABORTED, 'peer closed before the stream ended'));
+      }
+    };
+    for (const s of [a, b]) {
+      s.on('error', onError);
+      s.on('close', onClose);
+    }
+    pump(
+      a,
+      b,
+      (n) => (stats.bytesAtoB += n),
+      () => (doneAtoB = true),
+    );
+    pump(
+      b,
+      a,
+      (n) => (stats.bytesBtoA += n),
+      () => (doneBtoA = true),
+    );
+
+    const idle = opts.idleTimeoutMs ?? 0;
+    if (idle > 0) {
+      timer = setInterval(
+        () => {
+          if (Date.now() - lastActivity >= idle) {
+            finish(new UgateError(ErrorCodes.IDLE_TIMEOUT, `idle for ${idle} ms`));
+          }
+        },
+        Math.max(50, Math.min(idle / 4, 5000)),
+      );
+      timer.unref();
+    }
+    // A side may already be gone when we are called.
+    if (a.destroyed || b.destroyed) onClose();
+  });
+}

@@ -1,0 +1,107 @@
+import { ErrorCodes, UgateError } from './errors.js';
+import { type HostPattern, matchHost, parseHostPattern, specificity } from './pattern.js';
+import { formatTarget, parseTarget, type Target } from './target.js';
+import type { Upstream } from './types.js';
+
+export interface RouteInit {
+  /** `name`, `*.suffix` or `*`, optionally with `:port`. */
+  match: string;
+  /** Carrier: `direct`, `ssh`, `reject`, … */
+  carrier: string;
+  /** Dial this address instead of the target (`host:port`). */
+  address?: string;
+  /** Carrier-specific selector (e.g. which gateway). */
+  via?: string;
+}
+
+interface Route {
+  readonly pattern: HostPattern;
+  readonly carrier: string;
+  readonly address?: Target;
+  readonly via?: string;
+  readonly order: number;
+}
+
+interface Registration {
+  readonly carrier: string;
+  readonly via: string;
+  readonly since: number;
+}
+
+/**
+ * FQDN-keyed routing table. Precedence, first hit wins:
+ * 1. local services of this node (exact `host:port`),
+ * 2. live registrations (names whose owner is connected to this node; newest wins),
+ * 3. static routes: most specific pattern, then config order.
+ */
+export class Router {
+  readonly #routes: Route[] = [];
+  readonly #services = new Map<string, Target>();
+  readonly #registrations = new Map<string, Registration[]>();
+  #seq = 0;
+
+  constructor(init: { routes?: RouteInit[]; services?: Record<string, string> } = {}) {
+    for (const r of init.routes ?? []) this.addRoute(r);
+    for (const [name, addr] of Object.entries(init.services ?? {})) this.addService(name, addr);
+  }
+
+  addRoute(r: RouteInit): void {
+    const pattern = parseHostPattern(r.match);
+    const route: Route = {
+      pattern,
+      carrier: r.carrier,
+      address: r.address === undefined ? undefined : parseTarget(r.address),
+      via: r.via,
+      order: this.#routes.length,
+    };
+    this.#routes.push(route);
+    this.#routes.sort((a, b) => specificity(b.pattern) - specificity(a.pattern) || a.order - b.order);
+  }
+
+  /** Expose a local address under a mesh name (`host:port`). */
+  addService(name: string, address: string): void {
+    this.#services.set(formatTarget(parseTarget(name)), parseTarget(address));
+  }
+
+  /** Names served by this node (host parts of its services). */
+  serviceHosts(): string[] {
+    return [...new Set([...this.#services.keys()].map((k) => parseTarget(k).host))];
+  }
+
+  /** Register `host` as reachable through a live carrier connection. Returns the undo function. */
+  register(host: string, carrier: string, via: string): () => void {
+    const key = host.toLowerCase();
+    const reg: Registration = { carrier, via, since: ++this.#seq };
+    const list = this.#registrations.get(key) ?? [];
+    list.push(reg);
+    this.#registrations.set(key, list);
+    return () => {
+      const cur = this.#registrations.get(key);
+      if (!cur) return;
+      const i = cur.indexOf(reg);
+      if (i >= 0) cur.splice(i, 1);
+      if (cur.length === 0) this.#registrations.delete(key);
+    };
+  }
+
+  registrations(): { host: string; carrier: string; via: string }[] {
+    return [...this.#registrations].flatMap(([host, regs]) => regs.map((r) => ({ host, carrier: r.carrier, via: r.via })));
+  }
+
+  /** Resolve a target, or throw NO_ROUTE. */
+  resolve(target: Target): Upstream {
+    const local = this.#services.get(formatTarget(target));
+    if (local) return { carrier: 'direct', address: local, reason: `service ${formatTarget(target)}` };
+    const regs = this.#registrations.get(target.host);
+    const reg = regs?.[regs.length - 1];
+    if (reg) return { carrier: reg.carrier, via: reg.via, reason: `registration ${target.host}` };
+    for (const r of this.#routes) {
+      if (!matchHost(r.pattern, target)) continue;
+      if (r.carrier === 'reject') {
+        throw new UgateError(ErrorCodes.NO_ROUTE, `route ${r.pattern.source} rejects ${formatTarget(target)}`);
+      }
+      return { carrier: r.carrier, address: r.address, via: r.via, reason: `route ${r.pattern.source}` };
+    }
+    throw new UgateError(ErrorCodes.NO_ROUTE, `no route to ${formatTarget(target)}`);
+  }
+}

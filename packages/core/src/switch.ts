@@ -1,0 +1,157 @@
+import type { Duplex } from 'node:stream';
+import { ErrorCodes, toUgateError, UgateError } from './errors.js';
+import type { Policy } from './policy.js';
+import { abortStream, relay } from './relay.js';
+import type { Router } from './router.js';
+import { formatTarget } from './target.js';
+import type { Dialer, Logger, StreamRequest, Upstream } from './types.js';
+
+export interface SwitchInit {
+  router: Router;
+  policy: Policy;
+  dialers: Dialer[];
+  logger: Logger;
+  /** Relay idle timeout. Default 1 h; 0 disables. */
+  idleTimeoutMs?: number;
+}
+
+export interface Opened {
+  readonly stream: Duplex;
+  readonly upstream: Upstream;
+}
+
+export interface SwitchCounters {
+  opened: number;
+  failed: number;
+  active: number;
+  bytesIn: number;
+  bytesOut: number;
+  byCode: Record<string, number>;
+}
+
+let seq = 0;
+/** Short, process-unique stream id for logs. */
+export function newSid(): string {
+  return (++seq).toString(36);
+}
+
+/**
+ * The one data path: authorize → resolve → dial, then relay with an access
+ * line when the stream ends. Listeners build a StreamRequest, call `open`, send
+ * their protocol's success reply, then `serve`. `open` logs failures itself, so
+ * each stream produces exactly one access line.
+ */
+export class Switch {
+  readonly router: Router;
+  readonly policy: Policy;
+  readonly #dialers = new Map<string, Dialer>();
+  readonly #log: Logger;
+  readonly #idle: number;
+  readonly #live = new Set<Duplex>();
+  #drained: (() => void) | undefined;
+  readonly counters: SwitchCounters = { opened: 0, failed: 0, active: 0, bytesIn: 0, bytesOut: 0, byCode: {} };
+
+  constructor(init: SwitchInit) {
+    this.router = init.router;
+    this.policy = init.policy;
+    this.#log = init.logger;
+    this.#idle = init.idleTimeoutMs ?? 3_600_000;
+    for (const d of init.dialers) this.addDialer(d);
+  }
+
+  addDialer(d: Dialer): void {
+    this.#dialers.set(d.carrier, d);
+  }
+
+  get active(): number {
+    return this.#live.size;
+  }
+
+  /** Authorize, route and dial. Throws a UgateError (already logged). */
+  async open(req: StreamRequest): Promise<Opened> {
+    let upstream: Upstream | undefined;
+    try {
+      this.policy.authorize(req);
+      upstream = this.router.resolve(req.target);
+      const dialer = this.#dialers.get(upstream.carrier);
+      if (!dialer) throw new UgateError(ErrorCodes.NO_ROUTE, `carrier ${upstream.carrier} is not enabled on this node`);
+      const stream = await dialer.dial(req, upstream);
+      if (req.signal?.aborted) {
+        abortStream(stream);
+        throw new UgateError(ErrorCodes.ABORTED, 'requester went away');
+      }
+      this.counters.opened++;
+      return { stream, upstream };
+    } catch (e) {
+      const err = toUgateError(e);
+      this.#access(req, upstream, { bytesAtoB: 0, bytesBtoA: 0, durationMs: 0, error: err });
+      throw err;
+    }
+  }
+
+  /** Relay an opened stream to the client side and log the access line. Never throws. */
+  async serve(req: StreamRequest, client: Duplex, opened: Opened): Promise<void> {
+    this.#live.add(client);
+    const stats = await relay(client, opened.stream, { idleTimeoutMs: this.#idle });
+    this.#live.delete(client);
+    this.counters.bytesIn += stats.bytesAtoB;
+    this.counters.bytesOut += stats.bytesBtoA;
+    this.#access(req, opened.upstream, stats);
+    if (this.#live.size === 0) this.#drained?.();
+  }
+
+  /** open + serve; on failure the client is aborted. For listeners with no reply phase. */
+  async pipe(req: StreamRequest, client: Duplex): Promise<void> {
+    let opened: Opened;
+    try {
+      opened = await this.open(req);
+    } catch {
+      abortStream(client);
+      return;
+    }
+    await this.serve(req, client, opened);
+  }
+
+  /** Wait until live streams end or the deadline passes, then abort what is left. */
+  async drain(deadlineMs: number): Promise<void> {
+    if (this.#live.size > 0) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, deadlineMs);
+        this.#drained = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+    }
+    for (const s of this.#live) abortStream(s);
+  }
+
+  #access(
+    req: StreamRequest,
+    up: Upstream | undefined,
+    s: { bytesAtoB: number; bytesBtoA: number; durationMs: number; error?: UgateError },
+  ): void {
+    const result = s.error?.code ?? 'ok';
+    if (s.error) {
+      this.counters.failed++;
+      this.counters.byCode[result] = (this.counters.byCode[result] ?? 0) + 1;
+    }
+    const line = {
+      sid: req.sid,
+      proto: req.protocol,
+      target: formatTarget(req.target),
+      src: `${req.source.address}:${req.source.port}`,
+      peer: req.peer.id ?? req.peer.principals[0] ?? req.peer.kind,
+      carrier: up?.carrier,
+      via: up?.via,
+      bytesIn: s.bytesAtoB,
+      bytesOut: s.bytesBtoA,
+      durationMs: s.durationMs,
+      result,
+      code: s.error?.code,
+      err: s.error?.message,
+    };
+    if (s.error && s.error.code !== ErrorCodes.ABORTED) this.#log.warn(line, 'stream');
+    else this.#log.info(line, 'stream');
+  }
+}

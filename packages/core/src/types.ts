@@ -1,0 +1,77 @@
+import type { Duplex } from 'node:stream';
+import type { Target } from './target.js';
+
+/** Who is on the other side of the hop that delivered a stream. */
+export interface PeerIdentity {
+  /** How the peer proved itself. `local` = a process on this node (egress ports, library calls). */
+  readonly kind: 'local' | 'ssh-key' | 'ssh-cert' | 'password' | 'anonymous';
+  /** Node ID (base32 SHA-256 of the SPKI) when the peer presented a key. */
+  readonly id?: string;
+  /** Names the peer is known by: certificate principals, user name, configured names. */
+  readonly principals: readonly string[];
+}
+
+export interface StreamRequest {
+  /** Short stream id for logs. */
+  readonly sid: string;
+  readonly target: Target;
+  /** The accepting protocol: socks5, http-connect, http-forward, ssh-direct, ssh-reverse, api. */
+  readonly protocol: string;
+  readonly source: { readonly address: string; readonly port: number };
+  readonly peer: PeerIdentity;
+  readonly labels?: Readonly<Record<string, string>>;
+  /** Aborted when the requester goes away before the stream is open. */
+  readonly signal?: AbortSignal;
+}
+
+/** Where the router sends a stream. */
+export interface Upstream {
+  /** Carrier name: `direct`, `ssh`, `reverse`, `local`, `reject`. */
+  readonly carrier: string;
+  /** Address to dial instead of the target (direct) or to reach (carrier). */
+  readonly address?: Target;
+  /** Carrier-specific selector, e.g. the gateway name for `ssh`. */
+  readonly via?: string;
+  /** Why this upstream: which rule or registration matched. */
+  readonly reason: string;
+}
+
+/** Opens byte streams over one carrier. */
+export interface Dialer {
+  readonly carrier: string;
+  dial(req: StreamRequest, upstream: Upstream): Promise<Duplex>;
+}
+
+/** Something that accepts streams and hands them to the node. */
+export interface Listener {
+  readonly name: string;
+  /** Resolves once accepting. */
+  listen(): Promise<void>;
+  /** Stop accepting new streams; live streams keep running. */
+  close(): Promise<void>;
+  /** Bound addresses, for tests and logs. */
+  addresses(): string[];
+}
+
+export interface LogFn {
+  (obj: object, msg?: string): void;
+  (msg: string): void;
+}
+
+/** pino-compatible logger contract. */
+export interface Logger {
+  error: LogFn;
+  warn: LogFn;
+  info: LogFn;
+  debug: LogFn;
+  child(bindings: Record<string, unknown>): Logger;
+}
+
+const noop: LogFn = () => {};
+export const silentLogger: Logger = {
+  error: noop,
+  warn: noop,
+  info: noop,
+  debug: noop,
+  child: () => silentLogger,
+};
