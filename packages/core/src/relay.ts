@@ -62,6 +62,8 @@ export function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Promise<Re
       resolve(stats);
     };
 
+    // `ended` = we ended that stream's writable because its source ended.
+    const ended = new Set<Duplex>();
     const pump = (src: Duplex, dst: Duplex, count: (n: number) => void, onDone: () => void) => {
       src.on('data', (chunk: Buffer) => {
         count(chunk.length);
@@ -70,38 +72,29 @@ export function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Promise<Re
       });
       dst.on('drain', () => src.resume());
       src.on('end', () => {
+        ended.add(dst);
         dst.end();
       });
       dst.on('finish', () => {
+        // Some streams (ssh2 channels) end their own writable when the peer closes.
+        if (!ended.has(dst)) return finish(new UgateError(ErrorCodes.ABORTED, 'peer closed before the stream ended'));
         onDone();
         if (doneAtoB && doneBtoA) finish();
       });
     };
 
     const onError = (err: Error) => finish(toUgateError(err, ErrorCodes.ABORTED));
-    // A side that closes after both its halves ended is done; closing earlier is an abort.
-    const closedEarly = (s: Duplex) => s.destroyed && !(s.readableEnded && s.writableFinished);
-    const onClose = () => {
-      if (closedEarly(a) || closedEarly(b)) {
-        finish(new UgateError(ErrorCodes.ABORTED, 'peer closed before the stream ended'));
-      }
+    // A side that closes after its data ended and after we ended its writable is done;
+    // closing earlier is an abort. (ssh2 channels never set `destroyed`, so look at the event.)
+    const onClose = (s: Duplex) => () => {
+      if (!s.readableEnded || !ended.has(s)) finish(new UgateError(ErrorCodes.ABORTED, 'peer closed before the stream ended'));
     };
     for (const s of [a, b]) {
       s.on('error', onError);
-      s.on('close', onClose);
+      s.on('close', onClose(s));
     }
-    pump(
-      a,
-      b,
-      (n) => (stats.bytesAtoB += n),
-      () => (doneAtoB = true),
-    );
-    pump(
-      b,
-      a,
-      (n) => (stats.bytesBtoA += n),
-      () => (doneBtoA = true),
-    );
+    pump(a, b, (n) => (stats.bytesAtoB += n), () => (doneAtoB = true));
+    pump(b, a, (n) => (stats.bytesBtoA += n), () => (doneBtoA = true));
 
     const idle = opts.idleTimeoutMs ?? 0;
     if (idle > 0) {
@@ -116,6 +109,6 @@ export function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Promise<Re
       timer.unref();
     }
     // A side may already be gone when we are called.
-    if (a.destroyed || b.destroyed) onClose();
+    if (a.destroyed || b.destroyed) finish(new UgateError(ErrorCodes.ABORTED, 'stream already closed'));
   });
 }

@@ -23,7 +23,6 @@ export interface Opened {
 export interface SwitchCounters {
   opened: number;
   failed: number;
-  active: number;
   bytesIn: number;
   bytesOut: number;
   byCode: Record<string, number>;
@@ -49,7 +48,7 @@ export class Switch {
   readonly #idle: number;
   readonly #live = new Set<Duplex>();
   #drained: (() => void) | undefined;
-  readonly counters: SwitchCounters = { opened: 0, failed: 0, active: 0, bytesIn: 0, bytesOut: 0, byCode: {} };
+  readonly counters: SwitchCounters = { opened: 0, failed: 0, bytesIn: 0, bytesOut: 0, byCode: {} };
 
   constructor(init: SwitchInit) {
     this.router = init.router;

@@ -65,3 +65,10 @@ export function parseTarget(text: string, defaultPort?: number): Target {
 export function formatTarget(t: Target): string {
   return isIP(t.host) === 6 ? `[${t.host}]:${t.port}` : `${t.host}:${t.port}`;
 }
+
+/** Parse a bind address `host:port` where port 0 means "any free port". */
+export function parseListen(text: string): Target {
+  const m = /^(.*):0$/.exec(text.trim());
+  if (m) return { ...parseTarget(`${m[1]}:1`), port: 0 };
+  return parseTarget(text);
+}

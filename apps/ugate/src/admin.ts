@@ -1,0 +1,26 @@
+import { createServer, type Server } from 'node:http';
+import { parseListen } from '@ugate/core';
+import type { UgateNode } from './node.js';
+
+/** Loopback admin endpoint: readiness, JSON state, Prometheus text metrics. */
+export function startAdmin(node: UgateNode, listen: string): Promise<Server> {
+  const bind = parseListen(listen);
+  const server = createServer((req, res) => {
+    const send = (status: number, type: string, body: string) => {
+      res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' });
+      res.end(body);
+    };
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === '/healthz/ready') return node.ready ? send(200, 'text/plain', 'ready\n') : send(503, 'text/plain', 'starting\n');
+    if (path === '/state') return send(200, 'application/json', `${JSON.stringify(node.state(), null, 2)}\n`);
+    if (path === '/metrics') return send(200, 'text/plain; version=0.0.4', node.metricsText());
+    send(404, 'text/plain', 'not found\n');
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(bind.port, bind.host, () => {
+      server.off('error', reject);
+      resolve(server);
+    });
+  });
+}

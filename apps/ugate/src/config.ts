@@ -1,0 +1,194 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { ErrorCodes, parseHostPattern, parseTarget, UgateError } from '@ugate/core';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+
+const address = z.string().refine(
+  (s) => {
+    try {
+      parseTarget(s);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { message: 'expected host:port (IPv6 as [addr]:port)' },
+);
+const pattern = z.string().refine(
+  (s) => {
+    try {
+      parseHostPattern(s);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { message: 'expected name, *.suffix or *, optionally with :port' },
+);
+const users = z.record(z.string(), z.string()).optional();
+
+const gateway = z.strictObject({
+  name: z.string().optional(),
+  address,
+  user: z.string().default('ugate'),
+  id: z
+    .string()
+    .regex(/^[a-z2-7]{52}$/, 'a node ID is 52 base32 characters')
+    .optional(),
+  knownHosts: z.string().optional(),
+  register: z.boolean().default(true),
+});
+
+export const configSchema = z.strictObject({
+  /** Where node.key (the identity) lives. */
+  dataDir: z.string().default('.ugate'),
+  /** Names of this node (besides `<id>.m`). */
+  names: z.array(z.string()).default([]),
+  /** VIP6 prefix (a /64). */
+  meshPrefix: z.string().default('fd00::'),
+  log: z
+    .strictObject({
+      level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+      format: z.enum(['auto', 'json', 'pretty']).default('auto'),
+    })
+    .prefault({}),
+  /** Local services exposed under mesh names: `name:port: host:port`. */
+  services: z.record(address, address).default({}),
+  routes: z
+    .array(
+      z.strictObject({
+        match: pattern,
+        carrier: z.enum(['direct', 'ssh', 'reject']),
+        address: address.optional(),
+        via: z.string().optional(),
+      }),
+    )
+    .default([{ match: '*', carrier: 'direct' }]),
+  policy: z
+    .array(
+      z.strictObject({
+        action: z.enum(['allow', 'deny']),
+        to: z.array(pattern).optional(),
+        from: z.array(z.string()).optional(),
+        protocols: z.array(z.string()).optional(),
+      }),
+    )
+    .default([]),
+  ssh: z
+    .strictObject({
+      listen: address.nullable().default('0.0.0.0:15022'),
+      authorizedKeys: z.string().optional(),
+      peers: z.array(z.strictObject({ id: z.string(), names: z.array(z.string()).default([]) })).default([]),
+      gateways: z.array(gateway).default([]),
+      keepaliveIntervalMs: z.number().int().positive().optional(),
+      backoff: z.strictObject({ initialMs: z.number().int().positive(), maxMs: z.number().int().positive() }).partial().optional(),
+    })
+    .prefault({}),
+  socks: z.strictObject({ listen: address, users }).nullable().default({ listen: '127.0.0.1:15080' }),
+  http: z.strictObject({ listen: address, users }).nullable().default({ listen: '127.0.0.1:15081' }),
+  admin: z.strictObject({ listen: address }).nullable().default({ listen: '127.0.0.1:15000' }),
+  limits: z
+    .strictObject({
+      idleTimeoutMs: z.number().int().nonnegative().default(3_600_000),
+      connectTimeoutMs: z.number().int().positive().default(10_000),
+      drainMs: z.number().int().nonnegative().default(10_000),
+    })
+    .prefault({}),
+});
+
+export type Config = z.output<typeof configSchema>;
+export type ConfigInput = z.input<typeof configSchema>;
+
+/** A loaded config plus where relative paths resolve from. */
+export interface LoadedConfig {
+  config: Config;
+  /** Folder that relative paths are resolved against. */
+  baseDir: string;
+  /** The file read, or `(embedded default)`. */
+  source: string;
+}
+
+/** Every key the schema knows, to match environment overrides case-insensitively. */
+function schemaKeys(s: z.ZodType, out = new Set<string>()): Set<string> {
+  const def = (s as unknown as { def?: { type?: string; shape?: Record<string, z.ZodType>; innerType?: z.ZodType; element?: z.ZodType } })
+    .def;
+  if (!def) return out;
+  if (def.shape) {
+    for (const [k, v] of Object.entries(def.shape)) {
+      out.add(k);
+      schemaKeys(v, out);
+    }
+  }
+  if (def.innerType) schemaKeys(def.innerType, out);
+  if (def.element) schemaKeys(def.element, out);
+  return out;
+}
+const KNOWN = [...schemaKeys(configSchema)];
+
+/**
+ * `UGATE_A__B=value` sets `a.b` (keys match case-insensitively; `__` separates
+ * levels; the value is read as YAML, so `null`, numbers and lists work).
+ */
+export function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): Record<string, unknown> {
+  for (const [name, value] of Object.entries(env)) {
+    if (!name.startsWith('UGATE_') || value === undefined) continue;
+    const path = name.slice(6).split('__').filter(Boolean);
+    if (path.length === 0) continue;
+    let obj: Record<string, unknown> = raw;
+    path.forEach((seg, i) => {
+      const key =
+        Object.keys(obj).find((k) => k.toLowerCase() === seg.toLowerCase()) ??
+        KNOWN.find((k) => k.toLowerCase() === seg.toLowerCase()) ??
+        seg;
+      if (i === path.length - 1) obj[key] = parseYaml(value);
+      else {
+        const next = obj[key];
+        obj = (obj[key] = next && typeof next === 'object' ? next : {}) as Record<string, unknown>;
+      }
+    });
+  }
+  return raw;
+}
+
+export function formatIssues(err: z.ZodError): string[] {
+  return err.issues.map((i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`);
+}
+
+export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Config {
+  const obj = raw && typeof raw === 'object' ? structuredClone(raw as Record<string, unknown>) : {};
+  const r = configSchema.safeParse(applyEnv(obj, env));
+  if (!r.success) throw new UgateError(ErrorCodes.CONFIG, `invalid config:\n  ${formatIssues(r.error).join('\n  ')}`, { cause: r.error });
+  return r.data;
+}
+
+/**
+ * Load a config file (YAML), or the embedded default when `file` is undefined
+ * and `./ugate.yaml` does not exist. Relative paths resolve against the file's folder.
+ */
+export function loadConfig(file: string | undefined, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
+  const path = file ?? (existsSync('ugate.yaml') ? 'ugate.yaml' : undefined);
+  if (!path) {
+    const config = parseConfig({ dataDir: resolve(homedir(), '.ugate') }, env);
+    return { config, baseDir: process.cwd(), source: '(embedded default)' };
+  }
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new UgateError(ErrorCodes.CONFIG, `cannot read ${path}: ${(e as Error).message}`, { cause: e });
+  }
+  let raw: unknown;
+  try {
+    raw = parseYaml(text) ?? {};
+  } catch (e) {
+    throw new UgateError(ErrorCodes.CONFIG, `${path}: ${(e as Error).message}`, { cause: e });
+  }
+  return { config: parseConfig(raw, env), baseDir: dirname(resolve(path)), source: resolve(path) };
+}
+
+export function resolvePath(baseDir: string, p: string): string {
+  const expanded = p.startsWith('~/') ? resolve(homedir(), p.slice(2)) : p;
+  return isAbsolute(expanded) ? expanded : resolve(baseDir, expanded);
+}

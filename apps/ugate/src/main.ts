@@ -1,0 +1,90 @@
+import { isUgateError, loadOrCreateIdentity, meshName } from '@ugate/core';
+import { nativeCryptoLoaded } from '@ugate/proto-ssh';
+import { Command } from 'commander';
+import { type LoadedConfig, loadConfig, resolvePath } from './config.js';
+import { createLogger } from './logger.js';
+import { createNode } from './node.js';
+
+function fail(e: unknown): never {
+  process.stderr.write(`ugate: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exit(isUgateError(e) && e.code === 'UGATE_ERR_CONFIG' ? 1 : 2);
+}
+
+async function run(file: string | undefined): Promise<void> {
+  let loaded: LoadedConfig;
+  try {
+    loaded = loadConfig(file);
+  } catch (e) {
+    fail(e);
+  }
+  const log = createLogger(loaded.config.log);
+  const node = createNode(loaded.config, { baseDir: loaded.baseDir, logger: log });
+  log.info({ config: loaded.source, nativeCrypto: nativeCryptoLoaded }, 'starting');
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping: no new streams, draining');
+    node.stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  try {
+    await node.start();
+  } catch (e) {
+    log.error({ code: isUgateError(e) ? e.code : 'UGATE_ERR_INTERNAL', err: (e as Error).message }, 'start failed');
+    process.exit(1);
+  }
+}
+
+const program = new Command('ugate')
+  .description('ugate mesh gateway')
+  .option('-c, --config <file>', 'config file (default ./ugate.yaml, else the embedded default)')
+  .action(async (opts: { config?: string }) => run(opts.config));
+
+program
+  .command('run')
+  .description('run a node')
+  .option('-c, --config <file>', 'config file')
+  .action(async (opts: { config?: string }) => run(opts.config ?? program.opts().config));
+
+program
+  .command('id')
+  .description('print node ID, VIP6, names and public key (creates the key on first use)')
+  .option('-c, --config <file>', 'config file')
+  .option('--json', 'print JSON')
+  .action((opts: { config?: string; json?: boolean }) => {
+    let loaded: LoadedConfig;
+    try {
+      loaded = loadConfig(opts.config ?? program.opts().config);
+    } catch (e) {
+      fail(e);
+    }
+    const { config, baseDir } = loaded;
+    const id = loadOrCreateIdentity(resolvePath(baseDir, config.dataDir), config.meshPrefix);
+    const services = Object.keys(config.services).map((s) => s.slice(0, s.lastIndexOf(':')).toLowerCase());
+    const names = [...new Set([...config.names, ...services, meshName(id.id)])];
+    if (opts.json) {
+      process.stdout.write(`${JSON.stringify({ id: id.id, vip6: id.vip6, names, publicKey: id.sshPublicKey })}\n`);
+      return;
+    }
+    process.stdout.write(`id:         ${id.id}\nvip6:       ${id.vip6}\nnames:      ${names.join(' ')}\npublic key: ${id.sshPublicKey}\n`);
+  });
+
+program
+  .command('check')
+  .description('validate a config file; prints errors with their key path, exit 1 when invalid')
+  .requiredOption('-c, --config <file>', 'config file')
+  .action((opts: { config: string }) => {
+    try {
+      const { source } = loadConfig(opts.config);
+      process.stdout.write(`${source}: ok\n`);
+    } catch (e) {
+      fail(e);
+    }
+  });
+
+program.parseAsync(process.argv).catch(fail);

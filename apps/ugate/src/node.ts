@@ -1,0 +1,173 @@
+import { readFileSync } from 'node:fs';
+import type { Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import {
+  direct,
+  type Listener,
+  type Logger,
+  loadOrCreateIdentity,
+  meshName,
+  type NodeIdentity,
+  newSid,
+  Policy,
+  parseTarget,
+  Router,
+  Switch,
+  silentLogger,
+} from '@ugate/core';
+import { httpProxy } from '@ugate/proto-http';
+import { socks } from '@ugate/proto-socks';
+import { type SshCarrier, type SshServer, sshCarrier, sshServer } from '@ugate/proto-ssh';
+import { startAdmin } from './admin.js';
+import { type Config, type ConfigInput, parseConfig, resolvePath } from './config.js';
+
+export interface NodeOptions {
+  /** Folder that relative paths in the config resolve against. Default: cwd. */
+  baseDir?: string;
+  logger?: Logger;
+}
+
+export interface UgateNode {
+  readonly identity: NodeIdentity;
+  readonly config: Config;
+  readonly switch: Switch;
+  readonly ready: boolean;
+  /** All names this node answers to. */
+  readonly names: string[];
+  start(): Promise<void>;
+  /** Stop accepting, drain live streams until the deadline, close carriers. */
+  stop(drainMs?: number): Promise<void>;
+  /** Open a stream to `host:port` through the mesh, as a local app would. */
+  dial(target: string): Promise<Duplex>;
+  /** Bound listener addresses by listener name. */
+  addresses(): Record<string, string[]>;
+  state(): object;
+  metricsText(): string;
+}
+
+function readText(baseDir: string, p: string | undefined): string | undefined {
+  return p === undefined ? undefined : readFileSync(resolvePath(baseDir, p), 'utf8');
+}
+
+/** Build a node from a config object. Nothing listens until `start()`. */
+export function createNode(input: ConfigInput | Config, opts: NodeOptions = {}): UgateNode {
+  const config = parseConfig(input);
+  const baseDir = opts.baseDir ?? process.cwd();
+  const log = opts.logger ?? silentLogger;
+  const identity = loadOrCreateIdentity(resolvePath(baseDir, config.dataDir), config.meshPrefix);
+  const router = new Router({ routes: config.routes, services: config.services });
+  const policy = new Policy(config.policy);
+  const sw = new Switch({
+    router,
+    policy,
+    dialers: [direct({ connectTimeoutMs: config.limits.connectTimeoutMs })],
+    logger: log.child({ component: 'access' }),
+    idleTimeoutMs: config.limits.idleTimeoutMs,
+  });
+  const components = { switch: sw, logger: log, identity };
+  const names = [...new Set([...config.names.map((n) => n.toLowerCase()), ...router.serviceHosts(), meshName(identity.id)])];
+
+  const listeners: Listener[] = [];
+  let sshSrv: SshServer | undefined;
+  if (config.ssh.listen) {
+    sshSrv = sshServer({
+      listen: config.ssh.listen,
+      authorizedKeys: readText(baseDir, config.ssh.authorizedKeys),
+      peers: config.ssh.peers,
+      keepaliveIntervalMs: config.ssh.keepaliveIntervalMs,
+    })(components);
+    listeners.push(sshSrv);
+  }
+  let carrier: SshCarrier | undefined;
+  if (config.ssh.gateways.length > 0) {
+    carrier = sshCarrier({
+      gateways: config.ssh.gateways.map((g) => ({ ...g, knownHosts: readText(baseDir, g.knownHosts) })),
+      names,
+      keepaliveIntervalMs: config.ssh.keepaliveIntervalMs,
+      backoff: config.ssh.backoff,
+      openTimeoutMs: config.limits.connectTimeoutMs,
+    })(components);
+    sw.addDialer(carrier);
+  }
+  if (config.socks) listeners.push(socks({ listen: config.socks.listen, users: config.socks.users })(components));
+  if (config.http) listeners.push(httpProxy({ listen: config.http.listen, users: config.http.users })(components));
+
+  let admin: Server | undefined;
+  let ready = false;
+
+  const node: UgateNode = {
+    identity,
+    config,
+    switch: sw,
+    names,
+    get ready() {
+      return ready;
+    },
+    async start() {
+      carrier?.start();
+      try {
+        for (const l of listeners) await l.listen();
+        if (config.admin) admin = await startAdmin(node, config.admin.listen);
+      } catch (e) {
+        await node.stop(0);
+        throw e;
+      }
+      ready = true;
+      log.info(
+        { id: identity.id, vip6: identity.vip6, names, listen: node.addresses(), admin: config.admin?.listen },
+        'ugate node started',
+      );
+    },
+    async stop(drainMs = config.limits.drainMs) {
+      ready = false;
+      await Promise.all(listeners.map((l) => l.close().catch(() => {})));
+      await sw.drain(drainMs);
+      await sshSrv?.disconnect();
+      await carrier?.stop();
+      await new Promise<void>((resolve) => (admin ? admin.close(() => resolve()) : resolve()));
+      admin?.closeAllConnections();
+      log.info({ id: identity.id }, 'ugate node stopped');
+    },
+    async dial(target: string) {
+      const req = {
+        sid: newSid(),
+        target: parseTarget(target),
+        protocol: 'api',
+        source: { address: '127.0.0.1', port: 0 },
+        peer: { kind: 'local' as const, principals: [] },
+      };
+      const opened = await sw.open(req);
+      return opened.stream;
+    },
+    addresses: () => Object.fromEntries(listeners.map((l) => [l.name, l.addresses()])),
+    state: () => ({
+      id: identity.id,
+      vip6: identity.vip6,
+      names,
+      ready,
+      listeners: node.addresses(),
+      gateways: carrier?.status() ?? [],
+      peers: sshSrv?.peers() ?? [],
+      registrations: router.registrations(),
+      streams: { ...sw.counters, active: sw.active },
+    }),
+    metricsText() {
+      const c = sw.counters;
+      const lines = [
+        '# TYPE ugate_streams_opened_total counter',
+        `ugate_streams_opened_total ${c.opened}`,
+        '# TYPE ugate_streams_active gauge',
+        `ugate_streams_active ${sw.active}`,
+        '# TYPE ugate_streams_failed_total counter',
+        ...Object.entries(c.byCode).map(([code, n]) => `ugate_streams_failed_total{code="${code}"} ${n}`),
+        '# TYPE ugate_stream_bytes_total counter',
+        `ugate_stream_bytes_total{direction="in"} ${c.bytesIn}`,
+        `ugate_stream_bytes_total{direction="out"} ${c.bytesOut}`,
+        '# TYPE ugate_ssh_gateway_connected gauge',
+        ...(carrier?.status() ?? []).map((g) => `ugate_ssh_gateway_connected{gateway="${g.name}"} ${g.connected ? 1 : 0}`),
+      ];
+      return `${lines.join('\n')}\n`;
+    },
+  };
+  return node;
+}

@@ -1,0 +1,307 @@
+import type { Duplex } from 'node:stream';
+import {
+  type Dialer,
+  ErrorCodes,
+  formatTarget,
+  type Logger,
+  makeTarget,
+  meshName,
+  type NodeIdentity,
+  newSid,
+  parseTarget,
+  type StreamRequest,
+  type Switch,
+  type Target,
+  UgateError as UErr,
+  type UgateError,
+} from '@ugate/core';
+import ssh2 from 'ssh2';
+import { knownHostMatches, nodeIdOfSshKey, parseKnownHosts } from './keys.js';
+import { channelOpenError, rejectChannel } from './wire.js';
+
+const { Client } = ssh2;
+
+export interface GatewayInit {
+  /** Name used in logs and in route `via`; default the address. */
+  name?: string;
+  /** `host:port` of the gateway's SSH server. */
+  address: string;
+  /** SSH user name; default `ugate`. */
+  user?: string;
+  /** Pinned node ID of the gateway (its host key). */
+  id?: string;
+  /** known_hosts text to verify the host key against (e.g. for a stock sshd). */
+  knownHosts?: string;
+  /** Register this node's names on the gateway (ugate gateways). Default true; set false for OpenSSH sshd. */
+  register?: boolean;
+}
+
+export interface SshCarrierInit {
+  gateways: GatewayInit[];
+  /** Names to register (besides `<id>.m`), e.g. the hosts of this node's services. */
+  names?: string[];
+  keepaliveIntervalMs?: number;
+  keepaliveCountMax?: number;
+  /** Reconnect back-off: starts at `initial`, doubles, capped at `max`. Default 500 ms → 2 s. */
+  backoff?: { initialMs?: number; maxMs?: number };
+  /** How long a new stream waits for some gateway to be connected. Default 5 s. */
+  waitForGatewayMs?: number;
+  /** Channel open timeout. Default 10 s. */
+  openTimeoutMs?: number;
+}
+
+export interface SshCarrierComponents {
+  switch: Switch;
+  logger: Logger;
+  identity: NodeIdentity;
+}
+
+export interface SshCarrier extends Dialer {
+  start(): void;
+  stop(): Promise<void>;
+  /** Resolves when at least one gateway is connected (and registered). */
+  ready(timeoutMs?: number): Promise<void>;
+  status(): { name: string; address: string; connected: boolean; registered: string[] }[];
+}
+
+class Gateway {
+  readonly name: string;
+  readonly address: Target;
+  client: ssh2.Client | undefined;
+  connected = false;
+  registered: string[] = [];
+  attempt = 0;
+  timer: NodeJS.Timeout | undefined;
+  stopped = false;
+  constructor(readonly init: GatewayInit) {
+    this.address = parseTarget(init.address, 15022);
+    this.name = init.name ?? formatTarget(this.address);
+  }
+}
+
+/**
+ * The SSH mesh carrier: keeps a connection to each configured gateway,
+ * registers this node's names on it, accepts streams the gateway forwards
+ * (`forwarded-tcpip`), and opens streams (`direct-tcpip`) through a live
+ * gateway. Reconnects with exponential back-off and re-registers.
+ */
+export function sshCarrier(init: SshCarrierInit) {
+  return (c: SshCarrierComponents): SshCarrier => {
+    const log = c.logger.child({ component: 'ssh-carrier' });
+    const gws = init.gateways.map((g) => new Gateway(g));
+    const initial = init.backoff?.initialMs ?? 500;
+    const max = init.backoff?.maxMs ?? 2000;
+    const openTimeout = init.openTimeoutMs ?? 10_000;
+    const names = [...new Set([meshName(c.identity.id), ...(init.names ?? []).map((n) => n.toLowerCase())])];
+    let waiters: (() => void)[] = [];
+    const wake = () => {
+      const w = waiters;
+      waiters = [];
+      for (const f of w) f();
+    };
+
+    function hostVerifier(g: Gateway) {
+      return (blob: Buffer): boolean => {
+        if (g.init.id && nodeIdOfSshKey(blob) === g.init.id) return true;
+        if (g.init.knownHosts && knownHostMatches(parseKnownHosts(g.init.knownHosts), g.address.host, g.address.port, blob)) {
+          return true;
+        }
+        log.warn(
+          { code: ErrorCodes.AUTH, gateway: g.name, presented: nodeIdOfSshKey(blob) },
+          'gateway host key does not match the pinned id / known_hosts',
+        );
+        return false;
+      };
+    }
+
+    function connect(g: Gateway): void {
+      if (g.stopped) return;
+      const client = new Client();
+      g.client = client;
+      const glog = log.child({ gateway: g.name });
+      client.on('ready', () => {
+        g.connected = true;
+        g.attempt = 0;
+        glog.info('gateway connected');
+        if (g.init.register === false) return wake();
+        let pending = names.length;
+        for (const n of names) {
+          client.forwardIn(n, 0, (err) => {
+            if (err) glog.warn({ code: ErrorCodes.POLICY_DENIED, name: n }, `gateway refused registration: ${err.message}`);
+            else g.registered.push(n);
+            if (--pending === 0) {
+              glog.info({ names: g.registered }, 'names registered');
+              wake();
+            }
+          });
+        }
+      });
+      client.on('tcp connection', (info, accept, reject) => onForwarded(g, client, info, accept, reject));
+      client.on('error', (err: Error & { level?: string }) => {
+        const code = err.level === 'client-authentication' || /verification/i.test(err.message) ? ErrorCodes.AUTH : ErrorCodes.UNREACHABLE;
+        glog[g.attempt > 1 ? 'debug' : 'warn']({ code, err: err.message, attempt: g.attempt }, 'gateway connection error');
+      });
+      client.on('close', () => {
+        if (g.client !== client) return;
+        const was = g.connected;
+        g.connected = false;
+        g.registered = [];
+        g.client = undefined;
+        if (was) glog.warn({ code: ErrorCodes.UNREACHABLE }, 'gateway connection lost');
+        schedule(g);
+      });
+      client.connect({
+        host: g.address.host,
+        port: g.address.port,
+        username: g.init.user ?? 'ugate',
+        privateKey: c.identity.privateKeyPem,
+        hostVerifier: hostVerifier(g),
+        keepaliveInterval: init.keepaliveIntervalMs ?? 5000,
+        keepaliveCountMax: init.keepaliveCountMax ?? 3,
+        readyTimeout: 10_000,
+      });
+      // (connect() creates the table, so this follows it.) ssh2's client accepts forwarded-tcpip only for exact bind address:port pairs it
+      // requested. ugate registers names (port 0) and the gateway forwards name:servicePort,
+      // so answer for any port of a registered name.
+      const forwarding = (client as unknown as { _forwarding: Record<string, number> })._forwarding;
+      (client as unknown as { _forwarding: Record<string, number> })._forwarding = new Proxy(forwarding, {
+        get(t, k) {
+          if (typeof k === 'string' && !(k in t)) {
+            const host = k.slice(0, k.lastIndexOf(':'));
+            if (g.registered.includes(host)) return Number(k.slice(k.lastIndexOf(':') + 1));
+          }
+          return Reflect.get(t, k);
+        },
+      });
+    }
+
+    function schedule(g: Gateway): void {
+      if (g.stopped || g.timer) return;
+      const delay = Math.min(max, initial * 2 ** g.attempt) * (0.8 + Math.random() * 0.4);
+      g.attempt++;
+      g.timer = setTimeout(() => {
+        g.timer = undefined;
+        connect(g);
+      }, delay);
+      g.timer.unref();
+    }
+
+    /** Reconnect now rather than at the end of the back-off: a stream is waiting. */
+    function kick(): void {
+      for (const g of gws) {
+        if (!g.client && g.timer) {
+          clearTimeout(g.timer);
+          g.timer = undefined;
+          connect(g);
+        }
+      }
+    }
+
+    function onForwarded(
+      g: Gateway,
+      client: ssh2.Client,
+      info: ssh2.TcpConnectionDetails,
+      accept: () => ssh2.ClientChannel,
+      reject: () => void,
+    ): void {
+      let req: StreamRequest;
+      try {
+        req = {
+          sid: newSid(),
+          target: makeTarget(info.destIP, info.destPort),
+          protocol: 'ssh-reverse',
+          source: { address: info.srcIP, port: info.srcPort },
+          peer: { kind: 'ssh-key', id: g.init.id, principals: [g.name] },
+        };
+      } catch (e) {
+        return rejectChannel(client, reject, e as UgateError);
+      }
+      c.switch.open(req).then(
+        (opened) => void c.switch.serve(req, accept(), opened),
+        (err: UgateError) => rejectChannel(client, reject, err),
+      );
+    }
+
+    function live(via?: string): Gateway[] {
+      const up = gws.filter((g) => g.connected && g.client);
+      return via ? up.filter((g) => g.name === via) : up;
+    }
+
+    async function waitLive(via: string | undefined, ms: number): Promise<Gateway[]> {
+      const deadline = Date.now() + ms;
+      kick();
+      for (let l = live(via); ; l = live(via)) {
+        if (l.length > 0) return l;
+        const left = deadline - Date.now();
+        if (left <= 0) return [];
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, Math.min(left, 250));
+          waiters.push(() => {
+            clearTimeout(t);
+            resolve();
+          });
+        });
+      }
+    }
+
+    function openOn(g: Gateway, req: StreamRequest, dest: Target): Promise<Duplex> {
+      return new Promise((resolve, reject) => {
+        let done = false;
+        const timer = setTimeout(() => {
+          done = true;
+          reject(new UErr(ErrorCodes.TIMEOUT, `open ${formatTarget(dest)} via ${g.name} timed out`));
+        }, openTimeout);
+        try {
+          g.client!.forwardOut(req.source.address || '127.0.0.1', req.source.port, dest.host, dest.port, (err, ch) => {
+            clearTimeout(timer);
+            if (done) return ch?.destroy();
+            if (err) reject(channelOpenError(err, formatTarget(dest)));
+            else resolve(ch);
+          });
+        } catch (e) {
+          clearTimeout(timer);
+          reject(new UErr(ErrorCodes.UNREACHABLE, `gateway ${g.name}: ${(e as Error).message}`, { cause: e }));
+        }
+      });
+    }
+
+    return {
+      carrier: 'ssh',
+      async dial(req, up) {
+        const dest = up.address ?? req.target;
+        const candidates = await waitLive(up.via, init.waitForGatewayMs ?? 5000);
+        if (candidates.length === 0) {
+          throw new UErr(ErrorCodes.UNREACHABLE, `no gateway connected${up.via ? ` (${up.via})` : ''}`);
+        }
+        let last: UgateError | undefined;
+        for (const g of candidates) {
+          try {
+            return await openOn(g, req, dest);
+          } catch (e) {
+            last = e as UgateError;
+            // Only a dead carrier is worth another gateway; an answer from the far side is final.
+            if (last.code !== ErrorCodes.UNREACHABLE || g.connected) throw last;
+          }
+        }
+        throw last!;
+      },
+      start() {
+        for (const g of gws) connect(g);
+      },
+      async stop() {
+        for (const g of gws) {
+          g.stopped = true;
+          if (g.timer) clearTimeout(g.timer);
+          g.client?.end();
+        }
+        wake();
+      },
+      async ready(timeoutMs = 10_000) {
+        const l = await waitLive(undefined, timeoutMs);
+        if (l.length === 0) throw new UErr(ErrorCodes.UNREACHABLE, 'no gateway connected');
+      },
+      status: () =>
+        gws.map((g) => ({ name: g.name, address: formatTarget(g.address), connected: g.connected, registered: [...g.registered] })),
+    };
+  };
+}
