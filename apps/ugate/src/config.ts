@@ -144,8 +144,9 @@ export function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): 
         seg;
       if (i === path.length - 1) obj[key] = parseYaml(value);
       else {
-        const next = obj[key];
-        obj = (obj[key] = next && typeof next === 'object' ? next : {}) as Record<string, unknown>;
+        const next = obj[key] && typeof obj[key] === 'object' ? obj[key] : {};
+        obj[key] = next;
+        obj = next as Record<string, unknown>;
       }
     });
   }

@@ -24,6 +24,7 @@ export function parseHostPattern(text: string): HostPattern {
     host = m[1]!.slice(1, -1);
     port = Number(m[2]);
   }
+  if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1);
   if (host === '*' || host === '') return { kind: 'any', host: '', port, source: text };
   if (host.startsWith('*.')) return { kind: 'suffix', host: host.slice(1), port, source: text };
   return { kind: 'exact', host, port, source: text };

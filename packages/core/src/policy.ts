@@ -67,8 +67,8 @@ function matches(r: Rule, req: StreamRequest): boolean {
   if (r.from.length > 0) {
     const names = new Set<string>(req.peer.principals);
     if (req.peer.id) names.add(req.peer.id);
-    if (req.peer.kind === 'local') names.add('local');
-    if (!r.from.some((f) => f === '*' || names.has(f))) return false;
+    // `local` is a keyword for this node's own streams, never a remote peer's user or principal name.
+    if (!r.from.some((f) => f === '*' || (f === 'local' ? req.peer.kind === 'local' : names.has(f)))) return false;
   }
   return true;
 }

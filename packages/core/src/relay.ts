@@ -93,8 +93,18 @@ export function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Promise<Re
       s.on('error', onError);
       s.on('close', onClose(s));
     }
-    pump(a, b, (n) => (stats.bytesAtoB += n), () => (doneAtoB = true));
-    pump(b, a, (n) => (stats.bytesBtoA += n), () => (doneBtoA = true));
+    pump(
+      a,
+      b,
+      (n) => (stats.bytesAtoB += n),
+      () => (doneAtoB = true),
+    );
+    pump(
+      b,
+      a,
+      (n) => (stats.bytesBtoA += n),
+      () => (doneBtoA = true),
+    );
 
     const idle = opts.idleTimeoutMs ?? 0;
     if (idle > 0) {

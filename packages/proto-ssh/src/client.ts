@@ -214,7 +214,8 @@ export function sshCarrier(init: SshCarrierInit) {
           peer: { kind: 'ssh-key', id: g.init.id, principals: [g.name] },
         };
       } catch (e) {
-        return rejectChannel(client, reject, e as UgateError);
+        rejectChannel(client, reject, e as UgateError);
+        return;
       }
       c.switch.open(req).then(
         (opened) => void c.switch.serve(req, accept(), opened),

@@ -178,7 +178,8 @@ export function sshServer(init: SshServerInit = {}) {
       } catch (e) {
         const err = toUgateError(e);
         log.warn({ conn: st.key, code: err.code, dest: `${i.destIP}:${i.destPort}` }, err.message);
-        return rejectChannel(st.conn, reject, err);
+        rejectChannel(st.conn, reject, err);
+        return;
       }
       c.switch.open(req).then(
         (opened) => {
@@ -204,12 +205,18 @@ export function sshServer(init: SshServerInit = {}) {
         reject?.();
       };
       const peer = st.peer!;
-      if (name !== 'tcpip-forward' && name !== 'cancel-tcpip-forward') return reject?.();
+      if (name !== 'tcpip-forward' && name !== 'cancel-tcpip-forward') {
+        reject?.();
+        return;
+      }
       const addr = (i.bindAddr ?? '').toLowerCase();
       const ukey = `${addr}:${i.bindPort}`;
       if (name === 'cancel-tcpip-forward') {
         const undo = st.undo.get(ukey);
-        if (!undo) return reject?.();
+        if (!undo) {
+          reject?.();
+          return;
+        }
         undo();
         st.undo.delete(ukey);
         return ok();
