@@ -26,7 +26,16 @@ const otherConfig = join(dir, 'ssh_config_other');
 function writeSshConfig(file: string, key: string): void {
   writeFileSync(
     file,
-    ['Host *', '  BatchMode yes', '  IdentitiesOnly yes', `  IdentityFile ${key}`, `  UserKnownHostsFile ${knownHosts}`, '  StrictHostKeyChecking yes', '  ExitOnForwardFailure yes', ''].join('\n'),
+    [
+      'Host *',
+      '  BatchMode yes',
+      '  IdentitiesOnly yes',
+      `  IdentityFile ${key}`,
+      `  UserKnownHostsFile ${knownHosts}`,
+      '  StrictHostKeyChecking yes',
+      '  ExitOnForwardFailure yes',
+      '',
+    ].join('\n'),
   );
 }
 
@@ -78,7 +87,28 @@ beforeAll(async () => {
     },
     { baseDir: dir },
   );
-  writeFileSync(join(dir, 'authorized_keys'), `${userPub}\npermitlisten="bob.mesh.internal:0" ${bob.identity.sshPublicKey} bob\n`);
+  // SSH certificates: two trusted CAs (ed25519 and ECDSA), one untrusted.
+  const keygen = (...a: string[]) => run('ssh-keygen', ['-q', ...a]);
+  for (const [name, type] of [
+    ['ca-ed', 'ed25519'],
+    ['ca-ec', 'ecdsa'],
+    ['ca-x', 'ed25519'],
+    ['cert-a', 'ecdsa'],
+    ['cert-b', 'ed25519'],
+    ['cert-old', 'ecdsa'],
+    ['cert-x', 'ed25519'],
+  ] as const) {
+    await keygen('-t', type, '-N', '', '-f', join(dir, name));
+  }
+  await keygen('-s', join(dir, 'ca-ed'), '-I', 'a', '-n', 'ugate,a.mesh.internal', '-V', '-5m:+1h', join(dir, 'cert-a.pub'));
+  await keygen('-s', join(dir, 'ca-ec'), '-I', 'b', '-n', 'ugate', '-V', '-5m:+1h', join(dir, 'cert-b.pub'));
+  await keygen('-s', join(dir, 'ca-ed'), '-I', 'old', '-n', 'ugate', '-V', '20200101:20200102', join(dir, 'cert-old.pub'));
+  await keygen('-s', join(dir, 'ca-x'), '-I', 'x', '-n', 'ugate', '-V', '-5m:+1h', join(dir, 'cert-x.pub'));
+  const caLine = async (n: string) => `cert-authority ${(await run('cat', [join(dir, `${n}.pub`)])).stdout.toString().trim()}`;
+  writeFileSync(
+    join(dir, 'authorized_keys'),
+    `${userPub}\npermitlisten="bob.mesh.internal:0" ${bob.identity.sshPublicKey} bob\n${await caLine('ca-ed')}\n${await caLine('ca-ec')}\n`,
+  );
   gw = createNode(
     {
       dataDir: join(dir, 'gw'),
@@ -142,6 +172,23 @@ describe('OpenSSH client → ugate gateway', () => {
     expect(r.stderr).toContain('Permission denied (publickey)');
   });
 
+  it('accepts SSH certificates from trusted CAs; refuses expired and untrusted ones', async () => {
+    const withKey = async (key: string) => {
+      const cfg = join(dir, `ssh_config_${key}`);
+      writeSshConfig(cfg, join(dir, key));
+      const data = randomBytes(100_000);
+      const r = await run('ssh', ['-F', cfg, '-W', 'bob.mesh.internal:8080', '-p', String(gwPort), 'ugate@127.0.0.1'], { input: data });
+      return { ok: r.code === 0 && r.stdout.toString() === sha256(data), stderr: r.stderr };
+    };
+    expect(await withKey('cert-a')).toEqual({ ok: true, stderr: '' });
+    expect(await withKey('cert-b')).toEqual({ ok: true, stderr: '' });
+    for (const bad of ['cert-old', 'cert-x']) {
+      const r = await withKey(bad);
+      expect(r.ok).toBe(false);
+      expect(r.stderr).toContain('Permission denied (publickey)');
+    }
+  });
+
   it('ssh -L forwards to a mesh name', async () => {
     const lport = await freePort();
     const p = start('ssh', ssh('-N', '-L', `127.0.0.1:${lport}:bob.mesh.internal:8080`, '-p', String(gwPort), 'ugate@127.0.0.1'));
@@ -182,7 +229,15 @@ describe('OpenSSH client → ugate gateway', () => {
     expect(await hashVia(rport, data)).toBe(sha256(data));
     await p.stop();
     // the listener goes away with the connection
-    await waitFor(() => connectTcp(rport).then((s) => (s.destroy(), false), () => true), 5000, 'listener closed');
+    await waitFor(
+      () =>
+        connectTcp(rport).then(
+          (s) => (s.destroy(), false),
+          () => true,
+        ),
+      5000,
+      'listener closed',
+    );
   });
 });
 
@@ -200,7 +255,10 @@ describe('ugate node → stock OpenSSH sshd carrier', () => {
     node = createNode(
       {
         dataDir: join(dir, 'client'),
-        ssh: { listen: null, gateways: [{ name: 'sshd', address: `127.0.0.1:${sshdPort}`, user: 'root', knownHosts: 'sshd_known_hosts', register: false }] },
+        ssh: {
+          listen: null,
+          gateways: [{ name: 'sshd', address: `127.0.0.1:${sshdPort}`, user: 'root', knownHosts: 'sshd_known_hosts', register: false }],
+        },
         routes: [{ match: '*', carrier: 'ssh' }],
         socks: null,
         http: null,
@@ -249,7 +307,9 @@ describe('ugate node → stock OpenSSH sshd carrier', () => {
 
   it('ssh -J jumps through the ugate gateway to sshd', async () => {
     const data = randomBytes(1024 * 1024 + 7);
-    const r = await run('ssh', ssh('-J', `ugate@127.0.0.1:${gwPort}`, '-p', String(sshdPort), 'root@127.0.0.1', 'sha256sum'), { input: data });
+    const r = await run('ssh', ssh('-J', `ugate@127.0.0.1:${gwPort}`, '-p', String(sshdPort), 'root@127.0.0.1', 'sha256sum'), {
+      input: data,
+    });
     expect(r.stdout.toString().split(' ')[0]).toBe(sha256(data));
     expect(r.code).toBe(0);
   });

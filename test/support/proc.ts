@@ -8,7 +8,11 @@ export interface RunResult {
 }
 
 /** Run a command to completion, feeding `input` to stdin and then closing it. */
-export function run(cmd: string, args: string[], opts: { input?: Buffer | string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
+export function run(
+  cmd: string,
+  args: string[],
+  opts: { input?: Buffer | string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env ?? process.env });
     const out: Buffer[] = [];
@@ -29,7 +33,11 @@ export function run(cmd: string, args: string[], opts: { input?: Buffer | string
 }
 
 /** Start a long-running process; `stop()` kills it and waits. Output is kept for failure messages. */
-export function start(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): { child: ChildProcess; output: () => string; stop: (signal?: NodeJS.Signals) => Promise<number | null> } {
+export function start(
+  cmd: string,
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv } = {},
+): { child: ChildProcess; output: () => string; stop: (signal?: NodeJS.Signals) => Promise<number | null> } {
   const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
   let output = '';
   child.stdout?.on('data', (c: Buffer) => {

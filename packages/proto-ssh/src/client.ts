@@ -42,7 +42,7 @@ export interface SshCarrierInit {
   names?: string[];
   keepaliveIntervalMs?: number;
   keepaliveCountMax?: number;
-  /** Reconnect back-off: starts at `initial`, doubles, capped at `max`. Default 500 ms → 2 s. */
+  /** Reconnect back-off: starts at `initial`, doubles, capped at `max`, then jittered down by up to half. Default 500 ms → 1.5 s. */
   backoff?: { initialMs?: number; maxMs?: number };
   /** How long a new stream waits for some gateway to be connected. Default 5 s. */
   waitForGatewayMs?: number;
@@ -90,7 +90,7 @@ export function sshCarrier(init: SshCarrierInit) {
     const log = c.logger.child({ component: 'ssh-carrier' });
     const gws = init.gateways.map((g) => new Gateway(g));
     const initial = init.backoff?.initialMs ?? 500;
-    const max = init.backoff?.maxMs ?? 2000;
+    const max = init.backoff?.maxMs ?? 1500;
     const openTimeout = init.openTimeoutMs ?? 10_000;
     const names = [...new Set([meshName(c.identity.id), ...(init.names ?? []).map((n) => n.toLowerCase())])];
     let waiters: (() => void)[] = [];
@@ -177,7 +177,8 @@ export function sshCarrier(init: SshCarrierInit) {
 
     function schedule(g: Gateway): void {
       if (g.stopped || g.timer) return;
-      const delay = Math.min(max, initial * 2 ** g.attempt) * (0.8 + Math.random() * 0.4);
+      // Jitter downwards only, so `max` is a promise: a node is back within `max` of its gateway.
+      const delay = Math.min(max, initial * 2 ** Math.min(g.attempt, 20)) * (0.5 + Math.random() * 0.5);
       g.attempt++;
       g.timer = setTimeout(() => {
         g.timer = undefined;

@@ -1,3 +1,4 @@
+export * from './cert.js';
 export * from './client.js';
 export * from './keys.js';
 export * from './server.js';

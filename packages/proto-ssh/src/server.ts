@@ -20,6 +20,7 @@ import {
   type Upstream,
 } from '@ugate/core';
 import ssh2 from 'ssh2';
+import { checkUserCertificate, publicKeyOf, verifySshSignature } from './cert.js';
 import { type AuthorizedKey, nodeIdOfSshKey, parseAuthorizedKeys } from './keys.js';
 import { channelOpenError, keepHalfOpen, rejectChannel } from './wire.js';
 
@@ -107,6 +108,7 @@ export function sshServer(init: SshServerInit = {}) {
           if (ctx.method !== 'none') authFailure = `method ${ctx.method} not allowed`;
           return ctx.reject(['publickey']);
         }
+        if (ctx.key.algo.endsWith('-cert-v01@openssh.com')) return certAuth(ctx);
         const id = nodeIdOfSshKey(ctx.key.data);
         const ak = keys.find((k) => !k.certAuthority && k.blob.equals(ctx.key.data));
         const pinnedNames = id === undefined ? undefined : pinned.get(id);
@@ -129,6 +131,34 @@ export function sshServer(init: SshServerInit = {}) {
         }
         ctx.accept();
       });
+
+      function certAuth(ctx: ssh2.PublicKeyAuthContext): void {
+        let ca: AuthorizedKey | undefined;
+        const check = checkUserCertificate(
+          ctx.key.data,
+          (blob) => {
+            ca = keys.find((k) => k.certAuthority && k.blob.equals(blob));
+            return ca !== undefined;
+          },
+          // OpenSSH semantics: `principals=` on the CA line lists acceptable principals, else the user name must be one.
+          (p) => (ca?.principals ? ca.principals.includes(p) : p === ctx.username),
+        );
+        if (!check.ok) {
+          authFailure = check.why;
+          return ctx.reject(['publickey']);
+        }
+        if (!ctx.signature) return ctx.accept();
+        const key = publicKeyOf(check.cert.keyBlob);
+        if (!key || !verifySshSignature(key, ctx.blob!, ctx.signature)) {
+          authFailure = 'bad signature';
+          return ctx.reject(['publickey']);
+        }
+        st.peer = { kind: 'ssh-cert', id: nodeIdOfSshKey(check.cert.keyBlob), principals: [ctx.username, ...check.cert.principals] };
+        st.authKey = ca;
+        // A certificate's principals are the names its holder is (and may register).
+        for (const p of check.cert.principals) if (p.includes('.')) st.names.add(p.toLowerCase());
+        ctx.accept();
+      }
 
       conn.on('ready', () => {
         clearTimeout(authTimer);

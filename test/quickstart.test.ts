@@ -1,0 +1,138 @@
+/**
+ * The quickstart mesh, as a user runs it: up.sh starts gateway, alice and bob
+ * as separate processes; apps use curl through alice's SOCKS5 and HTTP proxy
+ * ports to reach bob, which opens no listening port.
+ */
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { run, start } from './support/proc.js';
+import { randomBytes, sha256, waitFor } from './support/servers.js';
+
+const QS = fileURLToPath(new URL('../examples/quickstart/', import.meta.url));
+const RUN = join(QS, 'run');
+const BIN = fileURLToPath(new URL('../apps/ugate/bin/ugate.js', import.meta.url));
+const SOCKS = ['--socks5-hostname', '127.0.0.1:16080'];
+const PROXY = ['-x', 'http://127.0.0.1:16081'];
+const BOB = 'http://bob.mesh.internal:8080';
+
+const curl = (...args: string[]) => run('curl', ['-sS', '--max-time', '30', ...args], { timeoutMs: 60_000 });
+const pid = (name: string) => Number(readFileSync(join(RUN, `${name}.pid`), 'utf8'));
+const alive = (name: string) => {
+  try {
+    process.kill(pid(name), 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+const log = (name: string) => readFileSync(join(RUN, `${name}.log`), 'utf8');
+
+/** Send bytes to a port, wait for the peer to close (or 2 s). */
+function garbage(port: number, data: Buffer): Promise<void> {
+  return new Promise((resolve) => {
+    const s = connect({ host: '127.0.0.1', port });
+    s.on('error', () => resolve());
+    s.on('close', () => resolve());
+    s.setTimeout(2000, () => s.destroy());
+    s.on('data', () => {});
+    s.end(data);
+  });
+}
+
+beforeAll(async () => {
+  const up = await run('bash', [join(QS, 'up.sh')], { timeoutMs: 60_000 });
+  if (up.code !== 0) throw new Error(`up.sh failed: ${up.stdout}${up.stderr}`);
+}, 90_000);
+
+afterAll(async () => {
+  await run('bash', [join(QS, 'down.sh')]);
+});
+
+describe('quickstart mesh', () => {
+  it('fetches bob through alice by SOCKS5 and by HTTP proxy', async () => {
+    const a = await curl(...SOCKS, `${BOB}/`);
+    expect(a.stderr).toBe('');
+    expect(a.stdout.toString()).toBe('hello from bob\n');
+    const b = await curl(...PROXY, `${BOB}/`);
+    expect(b.stdout.toString()).toBe('hello from bob\n');
+    const c = await curl('-p', ...PROXY, `${BOB}/`); // CONNECT tunnel through the HTTP proxy
+    expect(c.stdout.toString()).toBe('hello from bob\n');
+  });
+
+  it('moves 64 MiB each way byte-exact through both proxies', async () => {
+    const size = 64 * 1024 * 1024;
+    const file = join(RUN, 'upload.bin');
+    const data = randomBytes(size);
+    writeFileSync(file, data);
+    const want = sha256(data);
+    for (const via of [SOCKS, PROXY]) {
+      const up = await curl(...via, '-T', file, `${BOB}/upload`);
+      expect(up.stdout.toString().trim()).toBe(want);
+      const down = await curl(...via, '-D', '-', `${BOB}/bytes/${size}`);
+      const raw = down.stdout;
+      const split = raw.indexOf('\r\n\r\n');
+      const headers = raw.subarray(0, split).toString();
+      const body = raw.subarray(split + 4);
+      expect(body.length).toBe(size);
+      expect(sha256(body)).toBe(/x-sha256: ([0-9a-f]{64})/i.exec(headers)?.[1]);
+    }
+    rmSync(file);
+  });
+
+  it('answers unknown names and policy denials with the protocol codes', async () => {
+    // curl exit 97 = SOCKS proxy failure; its message carries the reply code's text.
+    const unknown = await curl(...SOCKS, 'http://nobody.mesh.internal:8080/');
+    expect(unknown.code).toBe(97);
+    expect(unknown.stderr).toMatch(/unreachable/i);
+    const denied = await curl(...SOCKS, 'http://bob.mesh.internal:9000/');
+    expect(denied.code).toBe(97);
+    expect(denied.stderr).toMatch(/not allowed|ruleset/i);
+    const u2 = await curl('-o', '/dev/null', '-w', '%{http_code}', ...PROXY, 'http://nobody.mesh.internal:8080/');
+    expect(u2.stdout.toString()).toBe('502');
+    const d2 = await curl('-o', '/dev/null', '-w', '%{http_code}', ...PROXY, 'http://bob.mesh.internal:9000/');
+    expect(d2.stdout.toString()).toBe('403');
+    expect(log('alice')).toMatch(/"code":"UGATE_ERR_POLICY_DENIED"/);
+    expect(log('gateway')).toMatch(/"code":"UGATE_ERR_NO_ROUTE"/);
+  });
+
+  it('survives random and truncated bytes on every port; other streams are untouched', async () => {
+    // a long download runs while garbage arrives
+    const long = curl(...SOCKS, `${BOB}/bytes/${32 * 1024 * 1024}`, '-o', '/dev/null', '-w', '%{size_download}');
+    const junk = randomBytes(4096);
+    await Promise.all([
+      garbage(16080, junk),
+      garbage(16080, Buffer.from([5, 1])), // truncated greeting
+      garbage(16080, Buffer.from([5, 1, 0, 5, 1, 0, 3, 200, 1, 2])), // truncated request
+      garbage(16081, junk),
+      garbage(16081, Buffer.from('GET http://bob.mesh.internal:8080/ HTTP/1.1\r\nHost')), // truncated headers
+      garbage(15022, junk),
+      garbage(15022, Buffer.from('SSH-2.0-OpenSSH_9.2\r\n')), // a banner, then nothing
+    ]);
+    expect((await long).stdout.toString()).toBe(String(32 * 1024 * 1024));
+    for (const n of ['gateway', 'alice', 'bob']) expect(alive(n)).toBe(true);
+    expect(log('alice')).toMatch(/"code":"UGATE_ERR_BAD_REQUEST"/);
+    expect(log('gateway')).toMatch(/"code":"UGATE_ERR_BAD_REQUEST"/);
+    const again = await curl(...SOCKS, `${BOB}/`);
+    expect(again.stdout.toString()).toBe('hello from bob\n');
+  });
+
+  it('recovers from a gateway kill -9: new streams work within 2 s of the gateway being back', async () => {
+    process.kill(pid('gateway'), 'SIGKILL');
+    await waitFor(() => !alive('gateway'), 5000, 'gateway gone');
+    const down = await curl('--max-time', '3', ...SOCKS, `${BOB}/`);
+    expect(down.code).not.toBe(0);
+    const gw = start('node', [BIN, 'run', '-c', join(QS, 'gateway.yaml')]);
+    writeFileSync(join(RUN, 'gateway.pid'), String(gw.child.pid));
+    await waitFor(async () => (await curl('-f', 'http://127.0.0.1:15000/healthz/ready')).code === 0, 10_000, 'gateway ready');
+    const back = Date.now();
+    await waitFor(
+      async () => (await curl('--max-time', '2', ...SOCKS, `${BOB}/`)).stdout.toString() === 'hello from bob\n',
+      2000,
+      'stream through the restarted gateway',
+    );
+    expect(Date.now() - back).toBeLessThanOrEqual(2000);
+  });
+});
