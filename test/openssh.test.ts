@@ -232,7 +232,10 @@ describe('OpenSSH client → ugate gateway', () => {
     await waitFor(
       () =>
         connectTcp(rport).then(
-          (s) => (s.destroy(), false),
+          (s) => {
+            s.destroy();
+            return false;
+          },
           () => true,
         ),
       5000,

@@ -262,11 +262,15 @@ export function connectTcp(port: number, host = LOCALHOST): Promise<Socket> {
   });
 }
 
-/** Two connected TCP sockets on 127.0.0.1 (both allowHalfOpen); the listener is closed again. */
+/**
+ * Two connected TCP sockets on 127.0.0.1 (both allowHalfOpen, both with a no-op
+ * error listener: check `errored` or use whenClosed()); the listener is closed again.
+ */
 export async function tcpPair(): Promise<{ client: Socket; server: Socket }> {
   const srv = await startServer();
   try {
     const [client, server] = await Promise.all([connectTcp(srv.port), srv.accept()]);
+    client.on('error', noop);
     srv.sockets.delete(server);
     return { client, server };
   } finally {

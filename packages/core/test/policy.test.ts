@@ -127,7 +127,10 @@ describe('Policy', () => {
   });
 
   it('the denial message names the peer, the target and the rule', () => {
-    const p = new Policy([{ action: 'allow', to: ['x.test'] }, { action: 'deny', to: ['*.bad'] }]);
+    const p = new Policy([
+      { action: 'allow', to: ['x.test'] },
+      { action: 'deny', to: ['*.bad'] },
+    ]);
     expect(() => p.authorize(req('a.bad:9', peers.nodeA))).toThrow(`${NODE_A} → a.bad:9 denied: deny rule #1`);
     expect(() => p.authorize(req('y.test:9', peers.alice))).toThrow(`${NODE_B} → y.test:9 denied: no allow rule matched`);
     expect(() => p.authorize(req('y.test:9', peers.local))).toThrow('local → y.test:9 denied');

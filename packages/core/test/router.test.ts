@@ -70,10 +70,18 @@ describe('Router precedence', () => {
     });
     const undo = r.register('api.example.com', 'reverse', 'peer-1');
 
-    expect(where(r.resolve(t('api.example.com:80')))).toEqual({ carrier: 'direct', address: { host: '127.0.0.1', port: 8080 }, via: undefined });
+    expect(where(r.resolve(t('api.example.com:80')))).toEqual({
+      carrier: 'direct',
+      address: { host: '127.0.0.1', port: 8080 },
+      via: undefined,
+    });
     expect(where(r.resolve(t('api.example.com:81')))).toEqual({ carrier: 'reverse', address: undefined, via: 'peer-1' });
     undo();
-    expect(where(r.resolve(t('api.example.com:81')))).toEqual({ carrier: 'hbone', address: { host: '10.0.0.7', port: 15008 }, via: undefined });
+    expect(where(r.resolve(t('api.example.com:81')))).toEqual({
+      carrier: 'hbone',
+      address: { host: '10.0.0.7', port: 15008 },
+      via: undefined,
+    });
     expect(where(r.resolve(t('www.example.com:81')))).toEqual({ carrier: 'ssh', address: undefined, via: 'example-gw' });
     expect(where(r.resolve(t('example.com:81')))).toEqual({ carrier: 'ssh', address: undefined, via: 'com-gw' });
     expect(where(r.resolve(t('example.org:81')))).toEqual({ carrier: 'direct', address: undefined, via: undefined });
@@ -147,7 +155,12 @@ describe('Router precedence', () => {
   });
 
   it('`*` is the default even when listed first', () => {
-    const r = new Router({ routes: [{ match: '*', carrier: 'default' }, { match: '*.a', carrier: 'a' }] });
+    const r = new Router({
+      routes: [
+        { match: '*', carrier: 'default' },
+        { match: '*.a', carrier: 'a' },
+      ],
+    });
     expect(r.resolve(t('x.a:1')).carrier).toBe('a');
     expect(r.resolve(t('x.b:1')).carrier).toBe('default');
     expect(r.resolve(t('[::1]:1')).carrier).toBe('default');
