@@ -13,9 +13,9 @@ key() { "${UGATE[@]}" id -c "$1.yaml" --json | node -e 'let s="";process.stdin.o
 GW_KEY=$(key gateway); ALICE_KEY=$(key alice); BOB_KEY=$(key bob)
 
 # Trust, both ways and explicit: the gateway knows alice and bob by key (bob may
-# register bob.mesh.internal); alice and bob know the gateway's host key.
+# register bob.mesh.internal, alice alice.mesh.internal); alice and bob know the gateway's host key.
 [ -f authorized_keys ] || printf '# OpenSSH authorized_keys for the quickstart gateway\n' > authorized_keys
-grep -qF "$ALICE_KEY" authorized_keys || echo "$ALICE_KEY alice" >> authorized_keys
+grep -qF "$ALICE_KEY" authorized_keys || echo "permitlisten=\"alice.mesh.internal:0\" $ALICE_KEY alice" >> authorized_keys
 grep -qF "$BOB_KEY" authorized_keys || echo "permitlisten=\"bob.mesh.internal:0\" $BOB_KEY bob" >> authorized_keys
 echo "[127.0.0.1]:15022 $GW_KEY" > run/known_hosts
 

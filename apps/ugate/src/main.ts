@@ -42,6 +42,8 @@ async function run(file: string | undefined): Promise<void> {
 
 const program = new Command('ugate')
   .description('ugate mesh gateway')
+  // `-c` belongs to whichever command it follows: `ugate -c f` and `ugate check -c f` both work.
+  .enablePositionalOptions()
   .option('-c, --config <file>', 'config file (default ./ugate.yaml, else the embedded default)')
   .action(async (opts: { config?: string }) => run(opts.config));
 
@@ -49,7 +51,7 @@ program
   .command('run')
   .description('run a node')
   .option('-c, --config <file>', 'config file')
-  .action(async (opts: { config?: string }) => run(opts.config ?? program.opts().config));
+  .action(async (opts: { config?: string }) => run(opts.config ?? (program.opts() as { config?: string }).config));
 
 program
   .command('id')
@@ -59,7 +61,7 @@ program
   .action((opts: { config?: string; json?: boolean }) => {
     let loaded: LoadedConfig;
     try {
-      loaded = loadConfig(opts.config ?? program.opts().config);
+      loaded = loadConfig(opts.config ?? (program.opts() as { config?: string }).config);
     } catch (e) {
       fail(e);
     }

@@ -184,7 +184,6 @@ export function sshCarrier(init: SshCarrierInit) {
         g.timer = undefined;
         connect(g);
       }, delay);
-      g.timer.unref();
     }
 
     /** Reconnect now rather than at the end of the back-off: a stream is waiting. */

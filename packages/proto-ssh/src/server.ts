@@ -1,4 +1,4 @@
-import { createServer, isIP, type Server as NetServer } from 'node:net';
+import { createServer, isIP, type Server as NetServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import {
   abortStream,
@@ -93,15 +93,37 @@ export function sshServer(init: SshServerInit = {}) {
       (conn, info) => onConnection(conn, info),
     );
 
+    // TCP is accepted here, not by ssh2, so that bytes which never become an SSH
+    // identification line and clients that never authenticate are seen and timed out.
+    const pending = new Map<Socket, { identified: boolean; timer: NodeJS.Timeout }>();
+    const tcp = createServer({ noDelay: true }, (sock) => {
+      const src = `${sock.remoteAddress}:${sock.remotePort}`;
+      const state = {
+        identified: false,
+        timer: setTimeout(() => {
+          log.warn({ code: ErrorCodes.AUTH, src }, 'ssh authentication timed out');
+          sock.destroy();
+        }, init.authTimeoutMs ?? 20_000),
+      };
+      pending.set(sock, state);
+      sock.once('close', () => {
+        clearTimeout(state.timer);
+        pending.delete(sock);
+        if (!state.identified && sock.bytesRead > 0) {
+          log.warn({ code: ErrorCodes.BAD_REQUEST, src, bytes: sock.bytesRead }, 'not an SSH client: no valid identification line');
+        }
+      });
+      server.injectSocket(sock);
+    });
+
     function onConnection(conn: Connection, info: ssh2.ClientInfo): void {
       const st: ConnState = { key: `c${++connSeq}`, conn, names: new Set(), undo: new Map() };
       const src = `${info.ip}:${info.port}`;
       const clog = log.child({ conn: st.key, src });
       let authFailure: string | undefined;
-      const authTimer = setTimeout(() => {
-        clog.warn({ code: ErrorCodes.AUTH }, 'authentication timed out');
-        conn.end();
-      }, init.authTimeoutMs ?? 20_000);
+      const sock = (conn as unknown as { _sock: Socket })._sock;
+      const state = pending.get(sock);
+      if (state) state.identified = true;
 
       conn.on('authentication', (ctx) => {
         if (ctx.method !== 'publickey') {
@@ -161,7 +183,7 @@ export function sshServer(init: SshServerInit = {}) {
       }
 
       conn.on('ready', () => {
-        clearTimeout(authTimer);
+        if (state) clearTimeout(state.timer);
         conns.set(st.key, st);
         clog.info({ peer: st.peer?.id, user: st.peer?.principals[0] }, 'ssh peer authenticated');
       });
@@ -176,7 +198,6 @@ export function sshServer(init: SshServerInit = {}) {
         authFailure = undefined;
       });
       conn.on('close', () => {
-        clearTimeout(authTimer);
         if (!st.peer && authFailure) clog.warn({ code: ErrorCodes.AUTH }, `ssh authentication failed: ${authFailure}`);
         conns.delete(st.key);
         for (const u of st.undo.values()) u();
@@ -289,7 +310,7 @@ export function sshServer(init: SshServerInit = {}) {
       });
     }
 
-    function onForwarded(st: ConnState, sock: import('node:net').Socket, addr: string, srv: NetServer): void {
+    function onForwarded(st: ConnState, sock: Socket, addr: string, srv: NetServer): void {
       sock.on('error', () => {});
       const port = (srv.address() as { port: number }).port;
       const req: StreamRequest = {
@@ -340,22 +361,22 @@ export function sshServer(init: SshServerInit = {}) {
       peers: () => [...conns.values()].map((s) => ({ key: s.key, id: s.peer?.id, names: [...s.undo.keys()] })),
       listen: () =>
         new Promise<void>((resolve, reject) => {
-          server.once('error', reject);
-          server.listen(bind.port, bind.host, () => {
-            server.off('error', reject);
-            server.on('error', (e: Error) => log.error({ code: ErrorCodes.INTERNAL, err: e.message }, 'ssh server error'));
+          tcp.once('error', reject);
+          tcp.listen(bind.port, bind.host, () => {
+            tcp.off('error', reject);
+            tcp.on('error', (e: Error) => log.error({ code: ErrorCodes.INTERNAL, err: e.message }, 'ssh server error'));
             resolve();
           });
         }),
       // Stop accepting; live connections and their channels keep running until disconnect().
       close: async () => {
-        server.close();
+        tcp.close();
       },
       disconnect: async () => {
         for (const s of conns.values()) s.conn.end();
       },
       addresses: () => {
-        const a = server.address();
+        const a = tcp.address();
         return a && typeof a === 'object' ? [formatTarget({ host: a.address, port: a.port })] : [];
       },
     };
