@@ -122,14 +122,25 @@ export interface CloseInfo {
   readonly ended: boolean;
 }
 
+const closeSeen = new WeakMap<Duplex, Promise<void>>();
+
+/**
+ * Start watching for 'close' now, so whenClosed() also works after the event
+ * (some streams, e.g. ssh2 channels, never set `closed`/`destroyed`).
+ */
+export function watchClose(stream: Duplex): void {
+  if (!closeSeen.has(stream)) closeSeen.set(stream, new Promise((resolve) => stream.once('close', () => resolve())));
+}
+
 /** Resolves when the stream has emitted 'close' (at once if it already has). Rejects after `timeoutMs`. */
 export function whenClosed(stream: Duplex, timeoutMs = 10_000): Promise<CloseInfo> {
   stream.on('error', noop);
+  watchClose(stream);
   const info = (): CloseInfo => ({ error: stream.errored ?? undefined, ended: stream.readableEnded });
   if (stream.closed) return Promise.resolve(info());
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`stream did not close within ${timeoutMs} ms`)), timeoutMs);
-    stream.once('close', () => {
+    void closeSeen.get(stream)!.then(() => {
       clearTimeout(t);
       resolve(info());
     });
@@ -187,6 +198,7 @@ export async function startServer(onConnection?: (s: Socket) => void): Promise<T
   const takers: ((s: Socket) => void)[] = [];
   const server = createServer({ allowHalfOpen: true, noDelay: true }, (s) => {
     s.on('error', noop);
+    watchClose(s);
     sockets.add(s);
     s.once('close', () => sockets.delete(s));
     if (onConnection) onConnection(s);
@@ -255,6 +267,7 @@ export function connectTcp(port: number, host = LOCALHOST): Promise<Socket> {
   return new Promise((resolve, reject) => {
     const s = connect({ host, port, allowHalfOpen: true, noDelay: true });
     s.once('error', reject);
+    watchClose(s);
     s.once('connect', () => {
       s.off('error', reject);
       resolve(s);

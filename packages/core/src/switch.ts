@@ -101,12 +101,18 @@ export class Switch {
 
   /** open + serve; on failure the client is aborted. For listeners with no reply phase. */
   async pipe(req: StreamRequest, client: Duplex): Promise<void> {
+    // Nobody else listens on the client while we dial: an error (a reset) must not go uncaught.
+    // serve's relay then sees the client already closed and aborts the upstream.
+    const early = () => {};
+    client.on('error', early);
     let opened: Opened;
     try {
       opened = await this.open(req);
     } catch {
       abortStream(client);
       return;
+    } finally {
+      client.off('error', early);
     }
     await this.serve(req, client, opened);
   }

@@ -1,4 +1,4 @@
-import { ErrorCodes, formatTarget, isValidHost, makeTarget, parseTarget, UgateError } from '@ugate/core';
+import { ErrorCodes, formatTarget, isValidHost, makeTarget, parseListen, parseTarget, UgateError } from '@ugate/core';
 import { describe, expect, it } from 'vitest';
 
 function codeOf(fn: () => unknown): string {
@@ -101,5 +101,21 @@ describe('makeTarget / formatTarget / isValidHost', () => {
     expect(isValidHost('')).toBe(false);
     expect(isValidHost('UPPER.example')).toBe(false); // callers lower-case first
     expect(isValidHost('a b')).toBe(false);
+  });
+});
+
+describe('parseListen', () => {
+  it('allows port 0 (any free port) and otherwise parses like parseTarget', () => {
+    expect(parseListen('127.0.0.1:0')).toEqual({ host: '127.0.0.1', port: 0 });
+    expect(parseListen('[::]:0')).toEqual({ host: '::', port: 0 });
+    expect(parseListen('Localhost:0')).toEqual({ host: 'localhost', port: 0 });
+    expect(parseListen('0.0.0.0:1080')).toEqual({ host: '0.0.0.0', port: 1080 });
+    expect(parseListen('[::1]:10')).toEqual({ host: '::1', port: 10 });
+  });
+
+  it('still rejects bad input with BAD_REQUEST', () => {
+    expect(codeOf(() => parseListen('bad host:0'))).toBe(ErrorCodes.BAD_REQUEST);
+    expect(codeOf(() => parseListen('127.0.0.1:65536'))).toBe(ErrorCodes.BAD_REQUEST);
+    expect(codeOf(() => parseListen('127.0.0.1'))).toBe(ErrorCodes.BAD_REQUEST);
   });
 });
