@@ -17,7 +17,7 @@ import {
 } from '@ugate/core';
 import ssh2 from 'ssh2';
 import { knownHostMatches, nodeIdOfSshKey, parseKnownHosts } from './keys.js';
-import { channelOpenError, rejectChannel } from './wire.js';
+import { adoptChannel, channelOpenError, rejectChannel } from './wire.js';
 
 const { Client } = ssh2;
 
@@ -218,7 +218,7 @@ export function sshCarrier(init: SshCarrierInit) {
         return;
       }
       c.switch.open(req).then(
-        (opened) => void c.switch.serve(req, accept(), opened),
+        (opened) => void c.switch.serve(req, adoptChannel(accept(), { server: false }), opened),
         (err: UgateError) => rejectChannel(client, reject, err),
       );
     }
@@ -257,7 +257,7 @@ export function sshCarrier(init: SshCarrierInit) {
             clearTimeout(timer);
             if (done) return ch?.destroy();
             if (err) reject(channelOpenError(err, formatTarget(dest)));
-            else resolve(ch);
+            else resolve(adoptChannel(ch, { server: false }));
           });
         } catch (e) {
           clearTimeout(timer);

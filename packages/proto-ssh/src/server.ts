@@ -22,7 +22,7 @@ import {
 import ssh2 from 'ssh2';
 import { checkUserCertificate, publicKeyOf, verifySshSignature } from './cert.js';
 import { type AuthorizedKey, nodeIdOfSshKey, parseAuthorizedKeys } from './keys.js';
-import { channelOpenError, keepHalfOpen, rejectChannel } from './wire.js';
+import { adoptChannel, channelOpenError, rejectChannel } from './wire.js';
 
 const { Server, utils } = ssh2;
 type Connection = ssh2.Connection;
@@ -236,7 +236,7 @@ export function sshServer(init: SshServerInit = {}) {
         (opened) => {
           const ch = accept();
           if (!ch) return abortStream(opened.stream);
-          void c.switch.serve(req, keepHalfOpen(ch), opened);
+          void c.switch.serve(req, adoptChannel(ch, { server: true }), opened);
         },
         (err: UgateError) => rejectChannel(st.conn, reject, err),
       );
@@ -326,7 +326,7 @@ export function sshServer(init: SshServerInit = {}) {
           return abortStream(sock);
         }
         const upstream: Upstream = { carrier: 'ssh-reverse', via: st.key, reason: 'remote forward' };
-        void c.switch.serve(req, sock, { stream: keepHalfOpen(ch), upstream });
+        void c.switch.serve(req, sock, { stream: adoptChannel(ch, { server: true }), upstream });
       });
     }
 
@@ -348,7 +348,7 @@ export function sshServer(init: SshServerInit = {}) {
               return;
             }
             if (err) reject(channelOpenError(err, formatTarget(req.target)));
-            else resolve(keepHalfOpen(ch));
+            else resolve(adoptChannel(ch, { server: true }));
           });
         });
       },

@@ -40,21 +40,43 @@ export function channelOpenError(err: Error & { reason?: unknown }, what: string
 
 interface ChannelLike {
   eof(): void;
+  writableFinished: boolean;
+  incoming: { state: string };
   listeners(event: string): ((...args: unknown[]) => void)[];
   removeListener(event: string, fn: (...args: unknown[]) => void): unknown;
   on(event: string, fn: () => void): unknown;
+  emit(event: string, ...args: unknown[]): boolean;
 }
 
 /**
- * ssh2 sends CHANNEL_CLOSE right after EOF on server-side channels, which
- * turns a half-close into a full close: the peer can no longer send. Keep the
- * channel half-open (EOF only); the relay closes it once both directions ended.
+ * Make an ssh2 channel behave as a relay needs:
+ * - Server-side channels: ssh2 sends CHANNEL_CLOSE right after EOF, turning a
+ *   half-close into a full close (the peer could no longer send). Send EOF only;
+ *   the relay closes the channel once both directions ended.
+ * - Any channel: when the peer sends CHANNEL_CLOSE while we still had bytes to
+ *   deliver (our side not finished), those bytes are lost — report it as an
+ *   error. ssh2 emits nothing at that moment, and its 'close' waits for the
+ *   readable side to drain, which a paused relay never does.
  */
-export function keepHalfOpen<T extends object>(channel: T): T {
+export function adoptChannel<T extends object>(channel: T, opts: { server: boolean }): T {
   const ch = channel as unknown as ChannelLike;
-  for (const ev of ['finish', 'prefinish']) {
-    for (const fn of ch.listeners(ev)) if (fn.name === 'onFinish') ch.removeListener(ev, fn);
+  if (opts.server) {
+    for (const ev of ['finish', 'prefinish']) {
+      for (const fn of ch.listeners(ev)) if (fn.name === 'onFinish') ch.removeListener(ev, fn);
+    }
+    ch.on('finish', () => ch.eof());
   }
-  ch.on('finish', () => ch.eof());
+  let state = ch.incoming.state;
+  Object.defineProperty(ch.incoming, 'state', {
+    configurable: true,
+    enumerable: true,
+    get: () => state,
+    set: (v: string) => {
+      state = v;
+      if (v === 'closed' && !ch.writableFinished) {
+        process.nextTick(() => ch.emit('error', new UErr(ErrorCodes.ABORTED, 'peer closed the channel before our side ended')));
+      }
+    },
+  });
   return channel;
 }
