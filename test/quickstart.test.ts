@@ -126,6 +126,10 @@ describe('quickstart mesh', () => {
     const d2 = await curl('-o', '/dev/null', '-w', '%{http_code}', ...PROXY, 'http://bob.mesh.internal:9000/');
     expect(d2.stdout.toString()).toBe('403');
     expect(log('alice')).toMatch(/"code":"UGATE_ERR_POLICY_DENIED"/);
+    const metrics = (await curl('http://127.0.0.1:16000/metrics')).stdout.toString();
+    expect(metrics).toMatch(/ugate_streams_total\{proto="socks5",carrier="ssh",result="UGATE_ERR_NO_ROUTE"\} [1-9]/);
+    expect(metrics).toMatch(/ugate_streams_total\{proto="http-forward",carrier="none",result="UGATE_ERR_POLICY_DENIED"\} [1-9]/);
+    expect(metrics).toContain('ugate_ssh_gateway_connected{gateway="gateway"} 1');
     expect(log('gateway')).toMatch(/"code":"UGATE_ERR_NO_ROUTE"/);
   });
 

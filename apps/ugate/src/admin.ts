@@ -13,7 +13,13 @@ export function startAdmin(node: UgateNode, listen: string): Promise<Server> {
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/healthz/ready') return node.ready ? send(200, 'text/plain', 'ready\n') : send(503, 'text/plain', 'starting\n');
     if (path === '/state') return send(200, 'application/json', `${JSON.stringify(node.state(), null, 2)}\n`);
-    if (path === '/metrics') return send(200, 'text/plain; version=0.0.4', node.metricsText());
+    if (path === '/metrics') {
+      node.metricsText().then(
+        (text) => send(200, 'text/plain; version=0.0.4', text),
+        (e: Error) => send(500, 'text/plain', `${e.message}\n`),
+      );
+      return;
+    }
     send(404, 'text/plain', 'not found\n');
   });
   return new Promise((resolve, reject) => {

@@ -20,6 +20,7 @@ import { socks } from '@ugate/proto-socks';
 import { type SshCarrier, type SshServer, sshCarrier, sshServer } from '@ugate/proto-ssh';
 import { startAdmin } from './admin.js';
 import { type Config, type ConfigInput, parseConfig, resolvePath } from './config.js';
+import { promMetrics } from './metrics.js';
 
 export interface NodeOptions {
   /** Folder that relative paths in the config resolve against. Default: cwd. */
@@ -42,7 +43,7 @@ export interface UgateNode {
   /** Bound listener addresses by listener name. */
   addresses(): Record<string, string[]>;
   state(): object;
-  metricsText(): string;
+  metricsText(): Promise<string>;
 }
 
 function readText(baseDir: string, p: string | undefined): string | undefined {
@@ -57,7 +58,9 @@ export function createNode(input: ConfigInput | Config, opts: NodeOptions = {}):
   const identity = loadOrCreateIdentity(resolvePath(baseDir, config.dataDir), config.meshPrefix);
   const router = new Router({ routes: config.routes, services: config.services });
   const policy = new Policy(config.policy);
+  const metrics = promMetrics();
   const sw = new Switch({
+    metrics,
     router,
     policy,
     dialers: [direct({ connectTimeoutMs: config.limits.connectTimeoutMs })],
@@ -89,6 +92,7 @@ export function createNode(input: ConfigInput | Config, opts: NodeOptions = {}):
     })(components);
     sw.addDialer(carrier);
   }
+  const gatewayUp = metrics.gauge('ugate_ssh_gateway_connected', 'SSH gateway connection up (1) or down (0)', ['gateway']);
   if (config.socks) listeners.push(socks({ listen: config.socks.listen, users: config.socks.users })(components));
   if (config.http) listeners.push(httpProxy({ listen: config.http.listen, users: config.http.users })(components));
 
@@ -152,21 +156,9 @@ export function createNode(input: ConfigInput | Config, opts: NodeOptions = {}):
       streams: { ...sw.counters, active: sw.active },
     }),
     metricsText() {
-      const c = sw.counters;
-      const lines = [
-        '# TYPE ugate_streams_opened_total counter',
-        `ugate_streams_opened_total ${c.opened}`,
-        '# TYPE ugate_streams_active gauge',
-        `ugate_streams_active ${sw.active}`,
-        '# TYPE ugate_streams_failed_total counter',
-        ...Object.entries(c.byCode).map(([code, n]) => `ugate_streams_failed_total{code="${code}"} ${n}`),
-        '# TYPE ugate_stream_bytes_total counter',
-        `ugate_stream_bytes_total{direction="in"} ${c.bytesIn}`,
-        `ugate_stream_bytes_total{direction="out"} ${c.bytesOut}`,
-        '# TYPE ugate_ssh_gateway_connected gauge',
-        ...(carrier?.status() ?? []).map((g) => `ugate_ssh_gateway_connected{gateway="${g.name}"} ${g.connected ? 1 : 0}`),
-      ];
-      return `${lines.join('\n')}\n`;
+      // Gateway state is read at scrape time rather than tracked on every change.
+      for (const g of carrier?.status() ?? []) gatewayUp.set(g.connected ? 1 : 0, { gateway: g.name });
+      return metrics.registry.metrics();
     },
   };
   return node;

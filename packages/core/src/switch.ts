@@ -4,7 +4,17 @@ import type { Policy } from './policy.js';
 import { abortStream, relay } from './relay.js';
 import type { Router } from './router.js';
 import { formatTarget } from './target.js';
-import type { Dialer, Logger, StreamRequest, Upstream } from './types.js';
+import {
+  type Counter,
+  type Dialer,
+  type Gauge,
+  type Histogram,
+  type Logger,
+  type Metrics,
+  noopMetrics,
+  type StreamRequest,
+  type Upstream,
+} from './types.js';
 
 export interface SwitchInit {
   router: Router;
@@ -13,6 +23,7 @@ export interface SwitchInit {
   logger: Logger;
   /** Relay idle timeout. Default 1 h; 0 disables. */
   idleTimeoutMs?: number;
+  metrics?: Metrics;
 }
 
 export interface Opened {
@@ -48,6 +59,7 @@ export class Switch {
   readonly #idle: number;
   readonly #live = new Set<Duplex>();
   #drained: (() => void) | undefined;
+  readonly #m: { streams: Counter; bytes: Counter; active: Gauge; openSeconds: Histogram };
   readonly counters: SwitchCounters = { opened: 0, failed: 0, bytesIn: 0, bytesOut: 0, byCode: {} };
 
   constructor(init: SwitchInit) {
@@ -56,6 +68,18 @@ export class Switch {
     this.#log = init.logger;
     this.#idle = init.idleTimeoutMs ?? 3_600_000;
     for (const d of init.dialers) this.addDialer(d);
+    const m = init.metrics ?? noopMetrics;
+    this.#m = {
+      streams: m.counter('ugate_streams_total', 'Streams by accepting protocol, carrier and result code', ['proto', 'carrier', 'result']),
+      bytes: m.counter('ugate_stream_bytes_total', 'Bytes relayed; in = client to upstream', ['direction']),
+      active: m.gauge('ugate_streams_active', 'Streams being relayed now'),
+      openSeconds: m.histogram(
+        'ugate_stream_open_seconds',
+        'Time to authorize, route and dial',
+        ['carrier'],
+        [0.001, 0.005, 0.02, 0.1, 0.5, 2, 10],
+      ),
+    };
   }
 
   addDialer(d: Dialer): void {
@@ -74,7 +98,9 @@ export class Switch {
       upstream = this.router.resolve(req.target);
       const dialer = this.#dialers.get(upstream.carrier);
       if (!dialer) throw new UgateError(ErrorCodes.NO_ROUTE, `carrier ${upstream.carrier} is not enabled on this node`);
+      const t0 = performance.now();
       const stream = await dialer.dial(req, upstream);
+      this.#m.openSeconds.observe((performance.now() - t0) / 1000, { carrier: upstream.carrier });
       if (req.signal?.aborted) {
         abortStream(stream);
         throw new UgateError(ErrorCodes.ABORTED, 'requester went away');
@@ -91,8 +117,12 @@ export class Switch {
   /** Relay an opened stream to the client side and log the access line. Never throws. */
   async serve(req: StreamRequest, client: Duplex, opened: Opened): Promise<void> {
     this.#live.add(client);
+    this.#m.active.inc();
     const stats = await relay(client, opened.stream, { idleTimeoutMs: this.#idle });
     this.#live.delete(client);
+    this.#m.active.dec();
+    this.#m.bytes.inc({ direction: 'in' }, stats.bytesAtoB);
+    this.#m.bytes.inc({ direction: 'out' }, stats.bytesBtoA);
     this.counters.bytesIn += stats.bytesAtoB;
     this.counters.bytesOut += stats.bytesBtoA;
     this.#access(req, opened.upstream, stats);
@@ -137,6 +167,7 @@ export class Switch {
     s: { bytesAtoB: number; bytesBtoA: number; durationMs: number; error?: UgateError },
   ): void {
     const result = s.error?.code ?? 'ok';
+    this.#m.streams.inc({ proto: req.protocol, carrier: up?.carrier ?? 'none', result });
     if (s.error) {
       this.counters.failed++;
       this.counters.byCode[result] = (this.counters.byCode[result] ?? 0) + 1;

@@ -75,3 +75,30 @@ export const silentLogger: Logger = {
   debug: noop,
   child: () => silentLogger,
 };
+
+export type Labels = Readonly<Record<string, string>>;
+
+export interface Counter {
+  inc(labels?: Labels, value?: number): void;
+}
+export interface Gauge {
+  set(value: number, labels?: Labels): void;
+  inc(labels?: Labels, value?: number): void;
+  dec(labels?: Labels, value?: number): void;
+}
+export interface Histogram {
+  observe(value: number, labels?: Labels): void;
+}
+
+/**
+ * Metrics contract (prom-client shaped). Names follow `ugate_<component>_<noun>_<unit|total>`;
+ * label values come from bounded sets only (protocols, carriers, error codes).
+ */
+export interface Metrics {
+  counter(name: string, help: string, labelNames?: readonly string[]): Counter;
+  gauge(name: string, help: string, labelNames?: readonly string[]): Gauge;
+  histogram(name: string, help: string, labelNames?: readonly string[], buckets?: readonly number[]): Histogram;
+}
+
+const noopCounter: Counter & Gauge & Histogram = { inc() {}, set() {}, dec() {}, observe() {} };
+export const noopMetrics: Metrics = { counter: () => noopCounter, gauge: () => noopCounter, histogram: () => noopCounter };
