@@ -71,10 +71,13 @@ export function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Promise<Re
         if (!dst.write(chunk)) src.pause();
       });
       dst.on('drain', () => src.resume());
-      src.on('end', () => {
+      const onEnd = () => {
         ended.add(dst);
         dst.end();
-      });
+      };
+      // A source may have ended (half-closed) while the stream was being opened.
+      if (src.readableEnded) onEnd();
+      else src.on('end', onEnd);
       dst.on('finish', () => {
         // Some streams (ssh2 channels) end their own writable when the peer closes.
         if (!ended.has(dst)) return finish(new UgateError(ErrorCodes.ABORTED, 'peer closed before the stream ended'));

@@ -1,7 +1,17 @@
 import type { Socket } from 'node:net';
 import { ErrorCodes, type RelayOptions, type RelayStats, relay } from '@ugate/core';
 import { afterEach, describe, expect, it } from 'vitest';
-import { activeHandles, collect, hashAll, randomBytes, sha256, tcpPair, waitFor, whenClosed } from '../../../test/support/servers.js';
+import {
+  activeHandles,
+  collect,
+  hashAll,
+  randomBytes,
+  readAll,
+  sha256,
+  tcpPair,
+  waitFor,
+  whenClosed,
+} from '../../../test/support/servers.js';
 
 const MiB = 1024 * 1024;
 const noop = () => {};
@@ -208,5 +218,25 @@ describe('relay', () => {
     expect([r.userA, r.a, r.b, r.userB].map((s) => s.destroyed)).toEqual([true, true, true, true]);
     await waitFor(() => activeHandles().sockets <= before, 2_000).catch(noop);
     expect(activeHandles().sockets).toBeLessThanOrEqual(before);
+  });
+});
+
+describe('relay: a source that already ended', () => {
+  it('passes on a half-close that happened before the relay started', async () => {
+    const left = await tcpPair();
+    const right = await tcpPair();
+    // left.server's client half-closes and its 'end' is consumed before relay() is called
+    left.client.end('early');
+    const early = await readAll(left.server);
+    expect(early.toString()).toBe('early');
+    expect(left.server.readableEnded).toBe(true);
+    const done = relay(left.server, right.client);
+    const atRight = readAll(right.server);
+    await new Promise((r) => right.server.once('end', r));
+    right.server.end('reply');
+    expect((await atRight).toString()).toBe('');
+    expect((await readAll(left.client)).toString()).toBe('reply');
+    const stats = await done;
+    expect(stats.error).toBeUndefined();
   });
 });
