@@ -1,0 +1,22 @@
+export {
+  AUTH_VERSION,
+  buildAuthStatus,
+  buildMethodSelection,
+  buildReply,
+  type Credentials,
+  formatIpv6,
+  type Greeting,
+  type Parsed,
+  parseCredentials,
+  parseGreeting,
+  parseRequest,
+  SOCKS_VERSION,
+  SocksAddressType,
+  SocksCommand,
+  SocksMethod,
+  SocksReply,
+  type SocksRequest,
+  selectMethod,
+  socksReplyFor,
+} from './codec.js';
+export { type SocksComponents, type SocksInit, socks } from './listener.js';
