@@ -154,7 +154,23 @@ describe('quickstart mesh', () => {
     const key = join(RUN, 'stranger');
     rmSync(key, { force: true });
     await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
-    const ssh = await run('ssh', ['-F', '/dev/null', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-i', key, '-p', '15022', '-W', 'bob.mesh.internal:8080', 'ugate@127.0.0.1']);
+    const ssh = await run('ssh', [
+      '-F',
+      '/dev/null',
+      '-o',
+      'BatchMode=yes',
+      '-o',
+      'StrictHostKeyChecking=no',
+      '-o',
+      'UserKnownHostsFile=/dev/null',
+      '-i',
+      key,
+      '-p',
+      '15022',
+      '-W',
+      'bob.mesh.internal:8080',
+      'ugate@127.0.0.1',
+    ]);
     expect(ssh.code).toBe(255);
     await waitFor(() => /"code":"UGATE_ERR_AUTH".*unknown key/.test(log('gateway')), 5000, 'auth failure logged');
     const again = await curl(...SOCKS, `${BOB}/`);

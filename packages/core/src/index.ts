@@ -1,5 +1,6 @@
 export * from './direct.js';
 export * from './errors.js';
+export * from './hold.js';
 export * from './identity.js';
 export * from './pattern.js';
 export * from './policy.js';

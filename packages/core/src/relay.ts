@@ -108,6 +108,9 @@ export function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Promise<Re
       (n) => (stats.bytesBtoA += n),
       () => (doneBtoA = true),
     );
+    // A listener may have paused a side while it dialed; a 'data' listener alone does not restart it.
+    a.resume();
+    b.resume();
 
     const idle = opts.idleTimeoutMs ?? 0;
     if (idle > 0) {

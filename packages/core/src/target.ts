@@ -1,4 +1,4 @@
-import { isIP } from 'node:net';
+import { type AddressInfo, isIP } from 'node:net';
 import { ErrorCodes, UgateError } from './errors.js';
 
 /** A destination: host is a lower-case FQDN or a bare IP literal (no brackets). */
@@ -68,7 +68,16 @@ export function formatTarget(t: Target): string {
 
 /** Parse a bind address `host:port` where port 0 means "any free port". */
 export function parseListen(text: string): Target {
-  const m = /^(.*):0$/.exec(text.trim());
-  if (m) return { ...parseTarget(`${m[1]}:1`), port: 0 };
-  return parseTarget(text);
+  try {
+    const m = /^(.*):0$/.exec(text.trim());
+    if (m) return { ...parseTarget(`${m[1]}:1`), port: 0 };
+    return parseTarget(text);
+  } catch (e) {
+    throw new UgateError(ErrorCodes.CONFIG, `listen address must be host:port or [v6]:port, got ${JSON.stringify(text)}`, { cause: e });
+  }
+}
+
+/** A bound server's address as `host:port` strings (empty when not listening). */
+export function boundAddresses(a: AddressInfo | string | null): string[] {
+  return a && typeof a === 'object' ? [formatTarget({ host: a.address, port: a.port })] : [];
 }

@@ -113,9 +113,9 @@ describe('parseListen', () => {
     expect(parseListen('[::1]:10')).toEqual({ host: '::1', port: 10 });
   });
 
-  it('still rejects bad input with BAD_REQUEST', () => {
-    expect(codeOf(() => parseListen('bad host:0'))).toBe(ErrorCodes.BAD_REQUEST);
-    expect(codeOf(() => parseListen('127.0.0.1:65536'))).toBe(ErrorCodes.BAD_REQUEST);
-    expect(codeOf(() => parseListen('127.0.0.1'))).toBe(ErrorCodes.BAD_REQUEST);
+  it('rejects bad listen addresses as configuration errors', () => {
+    expect(codeOf(() => parseListen('bad host:0'))).toBe(ErrorCodes.CONFIG);
+    expect(codeOf(() => parseListen('127.0.0.1:65536'))).toBe(ErrorCodes.CONFIG);
+    expect(codeOf(() => parseListen('127.0.0.1'))).toBe(ErrorCodes.CONFIG);
   });
 });

@@ -3,6 +3,8 @@ import { createServer, request as httpRequest, type IncomingMessage, type Server
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import {
+  boundAddresses,
+  closeGracefully,
   type ErrorCode,
   ErrorCodes,
   isUgateError,
@@ -10,7 +12,9 @@ import {
   type Logger,
   newSid,
   type Opened,
+  Park,
   type PeerIdentity,
+  parseListen,
   parseTarget,
   type StreamRequest,
   type Switch,
@@ -33,7 +37,8 @@ import {
   stripHopByHop,
 } from './codec.js';
 import { pipePair } from './pair.js';
-import { closeGracefully, formatAddress, handOver, type ListenAddress, noop, Park, parseListenAddress } from './socket-util.js';
+
+const noop = (): void => {};
 
 export interface HttpProxyInit {
   /** `host:port` to bind; port 0 picks a free one. */
@@ -59,7 +64,7 @@ const BODILESS_BY_DEFAULT = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS', 'TRACE'
 
 /** HTTP/1.1 forward proxy listener: CONNECT tunnels and absolute-URI (`http://`) requests. */
 export function httpProxy(init: HttpProxyInit): (components: HttpProxyComponents) => Listener {
-  const address = parseListenAddress(init.listen);
+  const address = parseListen(init.listen);
   const users = init.users === undefined ? undefined : new Map(Object.entries(init.users));
   for (const name of users?.keys() ?? []) {
     // RFC 7617: the user id cannot contain a colon.
@@ -91,11 +96,11 @@ const srcText = (s: Source) => `${s.address}:${s.port}`;
 
 class HttpProxyListener implements Listener {
   readonly name = 'http-proxy';
-  readonly #address: ListenAddress;
+  readonly #address: Target;
   readonly #ctx: Context;
   readonly #server: Server;
 
-  constructor(address: ListenAddress, ctx: Context) {
+  constructor(address: Target, ctx: Context) {
     this.#address = address;
     this.#ctx = ctx;
     this.#server = createServer({
@@ -141,7 +146,7 @@ class HttpProxyListener implements Listener {
   }
 
   addresses(): string[] {
-    return formatAddress(this.#server.address());
+    return boundAddresses(this.#server.address());
   }
 
   /** The peer for this request, or undefined when it must get a 407 (logged here). */
@@ -192,10 +197,10 @@ class HttpProxyListener implements Listener {
       sw.open(sreq).then(
         (opened) => {
           try {
-            const held = park.release();
+            park.release();
             if (!socket.destroyed) socket.write(CONNECT_ESTABLISHED);
             // Even for a client that is already gone: serve() aborts the upstream and writes the access line.
-            void handOver(sw, sreq, socket, opened, held);
+            void sw.serve(sreq, socket, opened);
           } catch (e) {
             socket.destroy();
             opened.stream.destroy();

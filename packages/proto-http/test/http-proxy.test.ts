@@ -20,7 +20,7 @@ import {
   type Upstreams,
   Wire,
   waitFor,
-} from './support.js';
+} from '../../../test/support/listener.js';
 
 const ESTABLISHED = 'HTTP/1.1 200 Connection Established\r\n\r\n';
 

@@ -1,6 +1,8 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
 import {
+  boundAddresses,
+  closeGracefully,
   type ErrorCode,
   ErrorCodes,
   isUgateError,
@@ -8,7 +10,9 @@ import {
   type Logger,
   makeTarget,
   newSid,
+  Park,
   type PeerIdentity,
+  parseListen,
   type StreamRequest,
   type Switch,
   type Target,
@@ -29,7 +33,8 @@ import {
   selectMethod,
   socksReplyFor,
 } from './codec.js';
-import { closeGracefully, formatAddress, handOver, type ListenAddress, noop, Park, parseListenAddress } from './socket-util.js';
+
+const noop = (): void => {};
 
 export interface SocksInit {
   /** `host:port` to bind; port 0 picks a free one. */
@@ -49,7 +54,7 @@ const PROTO = 'socks5';
 
 /** SOCKS5 (RFC 1928 / RFC 1929) listener: CONNECT only. */
 export function socks(init: SocksInit): (components: SocksComponents) => Listener {
-  const address = parseListenAddress(init.listen);
+  const address = parseListen(init.listen);
   const users = init.users === undefined ? undefined : new Map(Object.entries(init.users));
   for (const [name, pass] of users ?? []) {
     // RFC 1929 length fields are one byte.
@@ -71,11 +76,11 @@ interface Context {
 
 class SocksListener implements Listener {
   readonly name = PROTO;
-  readonly #address: ListenAddress;
+  readonly #address: Target;
   readonly #ctx: Context;
   readonly #server: Server;
 
-  constructor(address: ListenAddress, ctx: Context) {
+  constructor(address: Target, ctx: Context) {
     this.#address = address;
     this.#ctx = ctx;
     this.#server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
@@ -114,7 +119,7 @@ class SocksListener implements Listener {
   }
 
   addresses(): string[] {
-    return formatAddress(this.#server.address());
+    return boundAddresses(this.#server.address());
   }
 }
 
@@ -284,10 +289,10 @@ function openStream(
   ctx.sw.open(req).then(
     (opened) => {
       try {
-        const held = park.release();
+        park.release();
         if (!socket.destroyed) socket.write(buildReply(SocksReply.SUCCEEDED));
         // Even for a client that is already gone: serve() aborts the upstream and writes the access line.
-        void handOver(ctx.sw, req, socket, opened, held);
+        void ctx.sw.serve(req, socket, opened);
       } catch (e) {
         socket.destroy();
         opened.stream.destroy();

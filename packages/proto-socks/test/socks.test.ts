@@ -20,7 +20,7 @@ import {
   type Upstreams,
   Wire,
   waitFor,
-} from './support.js';
+} from '../../../test/support/listener.js';
 
 const b = (...bytes: number[]) => Buffer.from(bytes);
 const GREETING = b(5, 1, 0);
