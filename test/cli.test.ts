@@ -92,13 +92,13 @@ describe('ugate CLI', () => {
         });
         c.on('error', () => resolve(true));
       });
-      expect(refused).toBe(true);
+      expect(refused, p.output()).toBe(true);
       upstream.end('still here');
       const end = new Promise((r) => s.on('end', r));
       s.end();
       await end;
-      expect(Buffer.concat(got).subarray(12).toString()).toBe('still here');
-      expect(await p.stop()).toBe(0);
+      expect(Buffer.concat(got).subarray(12).toString(), p.output()).toBe('still here');
+      expect(await p.stop(), p.output()).toBe(0);
       expect(p.output()).toMatch(/"result":"ok"/);
     } finally {
       await p.stop('SIGKILL');
