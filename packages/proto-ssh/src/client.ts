@@ -120,19 +120,21 @@ export function sshCarrier(init: SshCarrierInit) {
       g.client = client;
       const glog = log.child({ gateway: g.name });
       client.on('ready', () => {
-        g.connected = true;
         g.attempt = 0;
-        glog.info('gateway connected');
-        if (g.init.register === false) return wake();
+        // Usable (and reported connected) once its names are registered, so that a
+        // stream routed to this node through the gateway finds them.
+        const up = () => {
+          g.connected = true;
+          glog.info({ names: g.registered }, g.init.register === false ? 'gateway connected' : 'gateway connected, names registered');
+          wake();
+        };
+        if (g.init.register === false) return up();
         let pending = names.length;
         for (const n of names) {
           client.forwardIn(n, 0, (err) => {
             if (err) glog.warn({ code: ErrorCodes.POLICY_DENIED, name: n }, `gateway refused registration: ${err.message}`);
             else g.registered.push(n);
-            if (--pending === 0) {
-              glog.info({ names: g.registered }, 'names registered');
-              wake();
-            }
+            if (--pending === 0) up();
           });
         }
       });

@@ -173,9 +173,28 @@ describe('ssh carrier ↔ ssh server', () => {
     expect((await reply).toString()).toBe(sha(data));
   });
 
-  it('reaches the self-assigned <id>.m name', async () => {
+  it('reaches the self-assigned <id>.m name; unknown ports there are refused by bob', async () => {
+    bob.sw.router.addService(`${meshName(bob.id.id)}:8081`, (sink.address() as { address: string; port: number }).address + `:${(sink.address() as { port: number }).port}`);
+    const data = randomBytes(100_000);
+    const { stream } = await open(meshName(bob.id.id), 8081);
+    const reply = readAll(stream);
+    stream.end(data);
+    expect((await reply).toString()).toBe(sha(data));
     // bob's <id>.m:8080 is not a service of bob → bob refuses; the code travels back over both hops
     await expect(open(meshName(bob.id.id), 8080)).rejects.toMatchObject({ code: 'UGATE_ERR_NO_ROUTE' });
+  });
+
+  it("lets no key register another node's <id>.m name", async () => {
+    const c = sshCarrier({ gateways: [{ address: `127.0.0.1:${gw.port}`, id: gw.id.id }], names: [meshName(bob.id.id)] })({
+      switch: alice.sw,
+      logger: recorder([]),
+      identity: alice.id,
+    });
+    // alice's own carrier is already registered; a second one with alice's key claims bob's id name
+    c.start();
+    await c.ready();
+    expect(c.status()[0]!.registered).toEqual([meshName(alice.id.id)]);
+    await c.stop();
   });
 
   it('carries policy denial from the gateway as POLICY_DENIED', async () => {
