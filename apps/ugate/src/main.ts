@@ -25,9 +25,10 @@ async function run(file: string | undefined): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'stopping: no new streams, draining');
+    const exit = (code: number) => log.flush(() => process.exit(code));
     node.stop().then(
-      () => process.exit(0),
-      () => process.exit(1),
+      () => exit(0),
+      () => exit(1),
     );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
@@ -36,7 +37,7 @@ async function run(file: string | undefined): Promise<void> {
     await node.start();
   } catch (e) {
     log.error({ code: isUgateError(e) ? e.code : 'UGATE_ERR_INTERNAL', err: (e as Error).message }, 'start failed');
-    process.exit(1);
+    log.flush(() => process.exit(1));
   }
 }
 
