@@ -10,6 +10,7 @@ export default defineConfig({
       '@ugate/proto-ssh': src('packages/proto-ssh'),
       '@ugate/proto-socks': src('packages/proto-socks'),
       '@ugate/proto-http': src('packages/proto-http'),
+      '@ugate/proto-hbone': src('packages/proto-hbone'),
       ugate: src('apps/ugate'),
     },
   },

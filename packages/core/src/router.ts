@@ -12,6 +12,8 @@ export interface RouteInit {
   address?: string;
   /** Carrier-specific selector (e.g. which gateway). */
   via?: string;
+  /** Identity the far end must prove (e.g. `spiffe://td/ns/x/sa/y` for hbone). */
+  identity?: string;
 }
 
 interface Route {
@@ -19,6 +21,7 @@ interface Route {
   readonly carrier: string;
   readonly address?: Target;
   readonly via?: string;
+  readonly identity?: string;
   readonly order: number;
 }
 
@@ -52,6 +55,7 @@ export class Router {
       carrier: r.carrier,
       address: r.address === undefined ? undefined : parseTarget(r.address),
       via: r.via,
+      identity: r.identity,
       order: this.#routes.length,
     };
     this.#routes.push(route);
@@ -100,7 +104,7 @@ export class Router {
       if (r.carrier === 'reject') {
         throw new UgateError(ErrorCodes.NO_ROUTE, `route ${r.pattern.source} rejects ${formatTarget(target)}`);
       }
-      return { carrier: r.carrier, address: r.address, via: r.via, reason: `route ${r.pattern.source}` };
+      return { carrier: r.carrier, address: r.address, via: r.via, identity: r.identity, reason: `route ${r.pattern.source}` };
     }
     throw new UgateError(ErrorCodes.NO_ROUTE, `no route to ${formatTarget(target)}`);
   }

@@ -4,7 +4,7 @@ import type { Target } from './target.js';
 /** Who is on the other side of the hop that delivered a stream. */
 export interface PeerIdentity {
   /** How the peer proved itself. `local` = a process on this node (egress ports, library calls). */
-  readonly kind: 'local' | 'ssh-key' | 'ssh-cert' | 'password' | 'anonymous';
+  readonly kind: 'local' | 'ssh-key' | 'ssh-cert' | 'spiffe' | 'password' | 'anonymous';
   /** Node ID (base32 SHA-256 of the SPKI) when the peer presented a key. */
   readonly id?: string;
   /** Names the peer is known by: certificate principals, user name, configured names. */
@@ -32,6 +32,8 @@ export interface Upstream {
   readonly address?: Target;
   /** Carrier-specific selector, e.g. the gateway name for `ssh`. */
   readonly via?: string;
+  /** Identity the far end must prove (a SPIFFE URI for `hbone`). */
+  readonly identity?: string;
   /** Why this upstream: which rule or registration matched. */
   readonly reason: string;
 }

@@ -1,0 +1,204 @@
+import { type ClientHttp2Session, type ClientHttp2Stream, connect as h2connect } from 'node:http2';
+import { type PeerCertificate, connect as tlsConnect } from 'node:tls';
+import {
+  codeFromText,
+  type Dialer,
+  ErrorCodes,
+  formatTarget,
+  type Logger,
+  type StreamRequest,
+  type Target,
+  UgateError,
+  type Upstream,
+} from '@ugate/core';
+import type { WorkloadCredentials } from './credentials.js';
+import { keepAlive } from './keepalive.js';
+import { H2, h2Settings } from './settings.js';
+import { uriSans } from './spiffe.js';
+
+export interface HboneDialerInit {
+  /** Our workload credentials; omit to dial hbonec (h2c). */
+  credentials?: WorkloadCredentials;
+  connectTimeoutMs?: number;
+  pingIntervalMs?: number;
+  pingTimeoutMs?: number;
+  /** Streams per HTTP/2 session before another session is opened. Default 100. */
+  maxStreamsPerSession?: number;
+}
+
+interface Pooled {
+  /** Settles once the session is connected; concurrent opens share it. */
+  readonly ready: Promise<ClientHttp2Session>;
+  session?: ClientHttp2Session;
+  /** Streams reserved on this session (counted from the moment one is picked). */
+  streams: number;
+  dead: boolean;
+}
+
+/** HBONE status → error code (the inverse of what the server answers). */
+function codeForStatus(status: number): UgateError['code'] {
+  if (status === 400) return ErrorCodes.BAD_REQUEST;
+  if (status === 401 || status === 403) return ErrorCodes.POLICY_DENIED;
+  if (status === 504) return ErrorCodes.TIMEOUT;
+  return ErrorCodes.UNREACHABLE;
+}
+
+/**
+ * The HBONE carrier: pooled HTTP/2 sessions keyed by (peer address, expected
+ * identity), a new session beyond `maxStreamsPerSession` streams, the server's
+ * URI SAN checked against the expected SPIFFE identity (no hostname check, no
+ * SNI), ztunnel's windows and frame size, PING keepalive.
+ */
+export function hboneDialer(init: HboneDialerInit = {}) {
+  return (c: { logger: Logger }): Dialer & { close(): void; sessions(): number } => {
+    const creds = init.credentials;
+    const log = c.logger.child({ component: creds ? 'hbone-dialer' : 'hbonec-dialer' });
+    const pools = new Map<string, Pooled[]>();
+    const perSession = init.maxStreamsPerSession ?? H2.clientMaxStreams;
+    const timeout = init.connectTimeoutMs ?? 10_000;
+
+    function drop(key: string, p: Pooled): void {
+      p.dead = true;
+      const list = pools.get(key);
+      const i = list?.indexOf(p) ?? -1;
+      if (list && i >= 0) list.splice(i, 1);
+      if (list?.length === 0) pools.delete(key);
+    }
+
+    function newSession(addr: Target, identity: string | undefined, key: string): Pooled {
+      const pooled: Pooled = { ready: undefined as unknown as Promise<ClientHttp2Session>, streams: 0, dead: false };
+      (pooled as { ready: Promise<ClientHttp2Session> }).ready = new Promise((resolve, reject) => {
+        let settled = false;
+        const fail = (err: UgateError) => {
+          drop(key, pooled);
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          reject(err);
+        };
+        const timer = setTimeout(() => {
+          fail(new UgateError(ErrorCodes.TIMEOUT, `hbone connect to ${formatTarget(addr)} timed out`));
+          session.destroy();
+        }, timeout);
+        const session = h2connect(`${creds ? 'https' : 'http'}://${formatTarget(addr)}`, {
+          settings: h2Settings(false),
+          maxSessionMemory: 64,
+          createConnection: creds
+            ? () => {
+                const cur = creds.current;
+                return tlsConnect({
+                  host: addr.host,
+                  port: addr.port,
+                  key: cur.key,
+                  cert: cur.cert,
+                  ca: cur.ca,
+                  minVersion: 'TLSv1.3',
+                  ALPNProtocols: ['h2'],
+                  // ztunnel sends no SNI and checks no host name: identity is the URI SAN.
+                  servername: '',
+                  checkServerIdentity: (_host: string, cert: PeerCertificate) => {
+                    if (!identity) return undefined;
+                    const sans = uriSans(cert.subjectaltname);
+                    return sans.includes(identity)
+                      ? undefined
+                      : new UgateError(ErrorCodes.AUTH, `peer identity [${sans.join(', ')}] is not the expected ${identity}`);
+                  },
+                });
+              }
+            : undefined,
+        });
+        pooled.session = session;
+        session.on('error', (e: Error) => {
+          const code = (e as { code?: string }).code;
+          const auth = e instanceof UgateError || /certificate|CERT|self.signed|verify/i.test(`${code} ${e.message}`);
+          fail(new UgateError(auth ? ErrorCodes.AUTH : ErrorCodes.UNREACHABLE, `hbone ${formatTarget(addr)}: ${e.message}`, { cause: e }));
+        });
+        session.once('close', () => fail(new UgateError(ErrorCodes.UNREACHABLE, `hbone session to ${formatTarget(addr)} closed`)));
+        session.once('connect', () => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          session.setLocalWindowSize(H2.connectionWindow);
+          keepAlive(session, init.pingIntervalMs ?? H2.pingIntervalMs, init.pingTimeoutMs ?? H2.pingTimeoutMs, () => {
+            log.warn({ code: ErrorCodes.TIMEOUT, peer: formatTarget(addr) }, 'hbone peer stopped answering PINGs');
+            session.destroy(new UgateError(ErrorCodes.TIMEOUT, 'peer stopped answering PINGs'));
+          });
+          resolve(session);
+        });
+      });
+      const list = pools.get(key) ?? [];
+      list.push(pooled);
+      pools.set(key, list);
+      return pooled;
+    }
+
+    /** Pick (and reserve a stream on) a session with room, or start a new one. */
+    function sessionFor(addr: Target, identity: string | undefined): Pooled {
+      const key = `${formatTarget(addr)}|${identity ?? ''}`;
+      const p = pools.get(key)?.find((x) => x.streams < perSession && !x.dead) ?? newSession(addr, identity, key);
+      p.streams++;
+      return p;
+    }
+
+    function request(p: Pooled, session: ClientHttp2Session, req: StreamRequest): Promise<ClientHttp2Stream> {
+      const headers: Record<string, string> = { ':method': 'CONNECT', ':authority': formatTarget(req.target) };
+      for (const h of ['baggage', 'traceparent', 'x-forwarded-network'] as const) {
+        const v = req.labels?.[h];
+        if (v) headers[h] = v;
+      }
+      headers.forwarded = req.labels?.forwarded ?? `for="${req.source.address}:${req.source.port}"`;
+      return new Promise((resolve, reject) => {
+        let stream: ClientHttp2Stream;
+        try {
+          stream = session.request(headers, { endStream: false });
+        } catch (e) {
+          p.streams--;
+          return reject(new UgateError(ErrorCodes.UNREACHABLE, `hbone request: ${(e as Error).message}`, { cause: e }));
+        }
+        stream.once('close', () => p.streams--);
+        const timer = setTimeout(() => {
+          stream.close();
+          reject(new UgateError(ErrorCodes.TIMEOUT, `hbone CONNECT ${formatTarget(req.target)} timed out`));
+        }, timeout);
+        stream.once('response', (h) => {
+          clearTimeout(timer);
+          const status = Number(h[':status']);
+          if (status === 200) return resolve(stream);
+          stream.close();
+          // A ugate peer names the far end's error code; any other peer gets the status mapping.
+          const code = codeFromText(String(h['x-ugate-error'] ?? '')) ?? codeForStatus(status);
+          reject(new UgateError(code, `hbone CONNECT ${formatTarget(req.target)}: status ${status}`));
+        });
+        stream.once('error', (e: Error) => {
+          clearTimeout(timer);
+          reject(new UgateError(ErrorCodes.UNREACHABLE, `hbone CONNECT ${formatTarget(req.target)}: ${e.message}`, { cause: e }));
+        });
+        stream.once('close', () => {
+          clearTimeout(timer);
+          reject(new UgateError(ErrorCodes.UNREACHABLE, `hbone CONNECT ${formatTarget(req.target)}: stream reset (${stream.rstCode})`));
+        });
+      });
+    }
+
+    return {
+      carrier: creds ? 'hbone' : 'hbonec',
+      async dial(req: StreamRequest, up: Upstream) {
+        if (!up.address) throw new UgateError(ErrorCodes.NO_ROUTE, `hbone route for ${formatTarget(req.target)} has no address`);
+        const p = sessionFor(up.address, up.identity);
+        let session: ClientHttp2Session;
+        try {
+          session = await p.ready;
+        } catch (e) {
+          p.streams--;
+          throw e;
+        }
+        return request(p, session, req);
+      },
+      close() {
+        for (const list of pools.values()) for (const p of list) p.session?.close();
+        pools.clear();
+      },
+      sessions: () => [...pools.values()].reduce((n, l) => n + l.length, 0),
+    };
+  };
+}

@@ -1,0 +1,6 @@
+export * from './ca.js';
+export * from './credentials.js';
+export * from './dialer.js';
+export * from './server.js';
+export * from './settings.js';
+export * from './spiffe.js';

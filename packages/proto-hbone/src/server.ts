@@ -1,0 +1,206 @@
+import {
+  createSecureServer,
+  createServer,
+  type Http2Server,
+  type Http2Session,
+  type IncomingHttpHeaders,
+  type SecureServerOptions,
+  type ServerHttp2Stream,
+} from 'node:http2';
+import type { TLSSocket } from 'node:tls';
+import {
+  boundAddresses,
+  ErrorCodes,
+  formatTarget,
+  type Listener,
+  type Logger,
+  newSid,
+  type PeerIdentity,
+  parseListen,
+  parseTarget,
+  type StreamRequest,
+  type Switch,
+  toUgateError,
+  type UgateError,
+} from '@ugate/core';
+import type { Credentials, WorkloadCredentials } from './credentials.js';
+import { keepAlive } from './keepalive.js';
+import { H2, h2Settings } from './settings.js';
+import { certIdentity, principalOf, type SpiffeId } from './spiffe.js';
+
+export interface HboneServerInit {
+  /** `host:port`; default `0.0.0.0:15008`. */
+  listen?: string;
+  /** Workload credentials (mTLS). Omit for hbonec (h2c, trusted networks only). */
+  credentials?: WorkloadCredentials;
+  /**
+   * Which peers may connect at all. Default: same trust domain as ours. Finer
+   * decisions are the switch's policy (principals, namespaces).
+   */
+  acceptPeer?: (peer: SpiffeId, ours: SpiffeId) => boolean;
+  pingIntervalMs?: number;
+  pingTimeoutMs?: number;
+}
+
+export interface HboneServerComponents {
+  switch: Switch;
+  logger: Logger;
+}
+
+/** HBONE status for a failed open, as ztunnel answers. */
+export function hboneStatusFor(err: UgateError): number {
+  switch (err.code) {
+    case ErrorCodes.BAD_REQUEST:
+      return 400;
+    case ErrorCodes.POLICY_DENIED:
+    case ErrorCodes.AUTH:
+      return 401;
+    default:
+      return 503;
+  }
+}
+
+/** Headers ztunnel sends that ugate keeps as stream labels. */
+const KEPT_HEADERS = ['baggage', 'forwarded', 'traceparent', 'x-forwarded-network'] as const;
+
+function tlsOptions(c: Credentials): SecureServerOptions {
+  return { key: c.key, cert: c.cert, ca: c.ca };
+}
+
+/**
+ * HBONE server: HTTP/2 CONNECT over mTLS (TLS 1.3, ALPN h2, client
+ * certificate from the mesh CA required), or over h2c without credentials.
+ */
+export function hboneServer(init: HboneServerInit) {
+  return (c: HboneServerComponents): Listener => {
+    const creds = init.credentials;
+    const proto = creds ? 'hbone' : 'hbonec';
+    const log = c.logger.child({ component: proto });
+    const bind = parseListen(init.listen ?? (creds ? '0.0.0.0:15008' : '127.0.0.1:15009'));
+    const acceptPeer = init.acceptPeer ?? ((peer, ours) => peer.trustDomain === ours.trustDomain);
+    const options = {
+      settings: h2Settings(true),
+      maxSessionMemory: 64,
+      // CONNECT floods: bound what one session may queue before we answer.
+      maxOutstandingPings: 10,
+    };
+    const server: Http2Server = creds
+      ? createSecureServer({
+          ...options,
+          ...tlsOptions(creds.current),
+          requestCert: true,
+          rejectUnauthorized: true,
+          minVersion: 'TLSv1.3',
+          ALPNProtocols: ['h2'],
+          allowHTTP1: false,
+        })
+      : createServer(options);
+
+    const offCreds = creds?.onChange((next) =>
+      (server as unknown as { setSecureContext(o: object): void }).setSecureContext(tlsOptions(next)),
+    );
+
+    if (creds) {
+      server.on('secureConnection', (sock: TLSSocket) => {
+        try {
+          const peer = certIdentity(sock.getPeerCertificate().subjectaltname);
+          if (!acceptPeer(peer, creds.current.id)) throw new Error(`peer trust domain ${peer.trustDomain} is not accepted`);
+        } catch (e) {
+          log.warn(
+            { code: ErrorCodes.AUTH, src: `${sock.remoteAddress}:${sock.remotePort}`, err: (e as Error).message },
+            'hbone peer rejected',
+          );
+          sock.destroy();
+        }
+      });
+      server.on('tlsClientError', (err: Error, sock: TLSSocket) => {
+        log.warn(
+          { code: ErrorCodes.AUTH, src: `${sock.remoteAddress}:${sock.remotePort}`, err: err.message },
+          'hbone TLS handshake failed',
+        );
+      });
+    }
+    server.on('sessionError', (err: Error) => log.debug({ code: ErrorCodes.BAD_REQUEST, err: err.message }, 'hbone session error'));
+    server.on('session', (session: Http2Session) => {
+      session.setLocalWindowSize(H2.connectionWindow);
+      session.on('error', () => {});
+      keepAlive(session, init.pingIntervalMs ?? H2.pingIntervalMs, init.pingTimeoutMs ?? H2.pingTimeoutMs, () => {
+        log.warn({ code: ErrorCodes.TIMEOUT }, 'hbone peer stopped answering PINGs');
+        session.destroy();
+      });
+    });
+    server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => onStream(stream, headers));
+
+    function peerOf(stream: ServerHttp2Stream): PeerIdentity {
+      const sock = stream.session?.socket as TLSSocket | undefined;
+      if (!creds || !sock?.getPeerCertificate) return { kind: 'anonymous', principals: [] };
+      const id = certIdentity(sock.getPeerCertificate().subjectaltname);
+      return { kind: 'spiffe', principals: [principalOf(id), `ns/${id.namespace}`] };
+    }
+
+    function reply(stream: ServerHttp2Stream, status: number, err?: UgateError): void {
+      stream.on('error', () => {});
+      if (stream.destroyed || stream.headersSent) return;
+      stream.respond({ ':status': status, ...(err ? { 'x-ugate-error': err.code } : {}) }, { endStream: true });
+    }
+
+    function onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+      stream.on('error', () => {});
+      const sock = stream.session?.socket;
+      const src = { address: sock?.remoteAddress ?? '', port: sock?.remotePort ?? 0 };
+      let req: StreamRequest;
+      try {
+        if (headers[':method'] !== 'CONNECT') throw new Error(`method ${String(headers[':method'])} is not CONNECT`);
+        if (headers[':path'] !== undefined || headers[':scheme'] !== undefined) throw new Error('extended CONNECT is not HBONE');
+        const authority = headers[':authority'];
+        if (typeof authority !== 'string') throw new Error('missing :authority');
+        const labels: Record<string, string> = {};
+        for (const h of KEPT_HEADERS) {
+          const v = headers[h];
+          if (typeof v === 'string') labels[h] = v;
+        }
+        const ac = new AbortController();
+        stream.once('close', () => ac.abort());
+        req = {
+          sid: newSid(),
+          target: parseTarget(authority),
+          protocol: proto,
+          source: src,
+          peer: peerOf(stream),
+          labels,
+          signal: ac.signal,
+        };
+      } catch (e) {
+        const err = toUgateError(e, ErrorCodes.BAD_REQUEST);
+        log.warn({ code: ErrorCodes.BAD_REQUEST, src: `${src.address}:${src.port}`, err: err.message }, 'hbone bad request');
+        return reply(stream, 400, err);
+      }
+      c.switch.open(req).then(
+        (opened) => {
+          if (stream.destroyed) return;
+          stream.respond({ ':status': 200 });
+          void c.switch.serve(req, stream, opened);
+        },
+        (err: UgateError) => reply(stream, hboneStatusFor(err), err),
+      );
+    }
+
+    return {
+      name: proto,
+      listen: () =>
+        new Promise<void>((resolve, reject) => {
+          server.once('error', reject);
+          server.listen(bind.port, bind.host, () => {
+            server.off('error', reject);
+            server.on('error', (e: Error) => log.error({ code: ErrorCodes.INTERNAL, err: e.message }, 'hbone server error'));
+            resolve();
+          });
+        }),
+      close: async () => {
+        offCreds?.();
+        server.close();
+      },
+      addresses: () => boundAddresses(server.address()),
+    };
+  };
+}
