@@ -165,7 +165,18 @@ interface PathResult {
     failed: number;
     openSeconds: number;
     firstError?: string;
-    processes: { name: string; beforeKiB: number; afterKiB: number; afterCloseKiB: number; kibPerStream: number }[];
+    processes: {
+      name: string;
+      beforeKiB: number;
+      /** With the first half of the streams open. */
+      midKiB: number;
+      afterKiB: number;
+      afterCloseKiB: number;
+      /** (after − before) / streams. */
+      kibPerStream: number;
+      /** (after − mid) / second half: the slope, without one-off growth (heap spaces, pools). */
+      marginalKiBPerStream: number;
+    }[];
   };
   error?: string;
   hotSpots?: Record<string, HotSpot[]>;
@@ -294,12 +305,24 @@ async function ready(open: Opener, timeoutMs: number, who: Child[]): Promise<voi
 async function idleMemory(r: PathResult, open: Opener, procs: Proc[], who: Child[]): Promise<void> {
   await ready(open, 20_000, who);
   await sleep(2000);
-  const before = procs.map((p) => p.pids().reduce((a, pid) => a + rssKiB(pid), 0));
+  const rss = () => procs.map((p) => p.pids().reduce((a, pid) => a + rssKiB(pid), 0));
+  const before = rss();
   log(`  opening ${nIdle} idle streams`);
-  const res: IdleResult = await openIdle(open, nIdle, 64, 20_000);
-  for (const s of res.sockets) appSockets.add(s);
+  const half = Math.floor(nIdle / 2);
+  const first: IdleResult = await openIdle(open, half, 64, 20_000);
+  for (const s of first.sockets) appSockets.add(s);
   await sleep(2000);
-  const after = procs.map((p) => p.pids().reduce((a, pid) => a + rssKiB(pid), 0));
+  const mid = rss();
+  const second: IdleResult = await openIdle(open, nIdle - half, 64, 20_000);
+  for (const s of second.sockets) appSockets.add(s);
+  await sleep(2000);
+  const after = rss();
+  const res: IdleResult = {
+    sockets: [...first.sockets, ...second.sockets],
+    failed: first.failed + second.failed,
+    seconds: first.seconds + second.seconds,
+    firstError: first.firstError ?? second.firstError,
+  };
   for (const s of res.sockets) {
     s.destroy();
     appSockets.delete(s);
@@ -315,9 +338,11 @@ async function idleMemory(r: PathResult, open: Opener, procs: Proc[], who: Child
     processes: procs.map((p, i) => ({
       name: p.name,
       beforeKiB: before[i]!,
+      midKiB: mid[i]!,
       afterKiB: after[i]!,
       afterCloseKiB: afterClose[i]!,
       kibPerStream: n ? (after[i]! - before[i]!) / n : 0,
+      marginalKiBPerStream: second.sockets.length ? (after[i]! - mid[i]!) / second.sockets.length : 0,
     })),
   };
   log(`  ${n} idle streams open (${res.failed} failed) in ${res.seconds.toFixed(1)} s`);
@@ -514,14 +539,14 @@ function report(): string {
     );
   }
   lines.push('');
-  lines.push(`3. Memory per idle stream (${nIdle} streams open through one carrier, VmRSS, 2 s settle)`);
+  lines.push(`3. Memory per idle stream (${nIdle} streams open through one carrier; VmRSS before → half open → all open, 2 s settle each)`);
   for (const x of results.paths) {
     if (!x.idle) continue;
     const i = x.idle;
     lines.push(`   ${x.label}: ${i.streams} open in ${fmt(i.openSeconds)} s${i.failed ? `, ${i.failed} failed (${i.firstError})` : ''}`);
     for (const q of i.processes) {
       lines.push(
-        `     ${pad(q.name, 8)} ${lpad(fmt(q.beforeKiB / 1024), 7)} → ${lpad(fmt(q.afterKiB / 1024), 7)} MiB   ${lpad(fmt(q.kibPerStream, 2), 7)} KiB/stream   (after close ${fmt(q.afterCloseKiB / 1024)} MiB)`,
+        `     ${pad(q.name, 8)} ${lpad(fmt(q.beforeKiB / 1024), 7)} → ${lpad(fmt(q.midKiB / 1024), 7)} → ${lpad(fmt(q.afterKiB / 1024), 7)} MiB   ${lpad(fmt(q.kibPerStream, 2), 6)} KiB/stream (2nd half ${fmt(q.marginalKiBPerStream, 2)})   after close ${fmt(q.afterCloseKiB / 1024)} MiB`,
       );
     }
   }

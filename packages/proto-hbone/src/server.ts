@@ -11,7 +11,6 @@ import type { TLSSocket } from 'node:tls';
 import {
   boundAddresses,
   ErrorCodes,
-  formatTarget,
   type Listener,
   type Logger,
   newSid,
