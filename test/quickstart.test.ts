@@ -7,9 +7,11 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { makeTarget, newSid, Policy, Router, Switch, silentLogger } from '@ugate/core';
+import { hboneDialer, WorkloadCredentials } from '@ugate/proto-hbone';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run, start } from './support/proc.js';
-import { randomBytes, sha256, waitFor } from './support/servers.js';
+import { randomBytes, readAll as readAllStream, sha256, waitFor } from './support/servers.js';
 
 const QS = fileURLToPath(new URL('../examples/quickstart/', import.meta.url));
 const RUN = join(QS, 'run');
@@ -91,6 +93,58 @@ describe('quickstart mesh', () => {
       request,
     );
     expect(viaConnect.toString()).toMatch(/^HTTP\/1\.1 200[^\r]*\r\n[\s\S]*HTTP\/1\.1 200 OK[\s\S]*hello from bob\n$/);
+  });
+
+  it('bridges HBONE to SSH: an HBONE client reaches bob (SSH-only) through the gateway', async () => {
+    const out = join(RUN, 'hbone-client');
+    const issued = await run('node', [
+      BIN,
+      'ca',
+      'issue',
+      '--ca-dir',
+      join(RUN, 'ca'),
+      '--namespace',
+      'mesh',
+      '--account',
+      'tester',
+      '--out',
+      out,
+    ]);
+    expect(issued.code, issued.stderr).toBe(0);
+    const sw = new Switch({
+      router: new Router({
+        routes: [{ match: '*', carrier: 'hbone', address: '127.0.0.1:15008', identity: 'spiffe://cluster.local/ns/mesh/sa/gateway' }],
+      }),
+      policy: new Policy(),
+      dialers: [],
+      logger: silentLogger,
+    });
+    const d = hboneDialer({ credentials: new WorkloadCredentials(out) })({ logger: silentLogger });
+    sw.addDialer(d);
+    try {
+      const { stream } = await sw.open({
+        sid: newSid(),
+        target: makeTarget('bob.mesh.internal', 8080),
+        protocol: 'test',
+        source: { address: '127.0.0.1', port: 1 },
+        peer: { kind: 'local', principals: [] },
+      });
+      const reply = readAllStream(stream);
+      stream.end('GET / HTTP/1.1\r\nHost: bob.mesh.internal\r\nConnection: close\r\n\r\n');
+      expect((await reply).toString()).toMatch(/200 OK[\s\S]*hello from bob\n$/);
+      await expect(
+        sw.open({
+          sid: newSid(),
+          target: makeTarget('nobody.mesh.internal', 80),
+          protocol: 'test',
+          source: { address: '127.0.0.1', port: 1 },
+          peer: { kind: 'local', principals: [] },
+        }),
+      ).rejects.toMatchObject({ code: 'UGATE_ERR_NO_ROUTE' });
+    } finally {
+      d.close();
+    }
+    expect(log('gateway')).toMatch(/"proto":"hbone","target":"bob\.mesh\.internal:8080".*"carrier":"ssh-reverse".*"result":"ok"/);
   });
 
   it('moves 64 MiB each way byte-exact through both proxies', async () => {

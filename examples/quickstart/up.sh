@@ -19,6 +19,11 @@ grep -qF "$ALICE_KEY" authorized_keys || echo "permitlisten=\"alice.mesh.interna
 grep -qF "$BOB_KEY" authorized_keys || echo "permitlisten=\"bob.mesh.internal:0\" $BOB_KEY bob" >> authorized_keys
 echo "[127.0.0.1]:15022 $GW_KEY" > run/known_hosts
 
+# The quickstart mesh CA (run/ca) and the gateway's workload certificate for HBONE.
+# Client certificates: ugate ca issue --ca-dir examples/quickstart/run/ca --namespace mesh --account NAME --out DIR
+[ -f run/ca/ca.key ] || "${UGATE[@]}" ca init --dir run/ca --trust-domain cluster.local > /dev/null
+[ -f run/gateway/certs/tls.crt ] || "${UGATE[@]}" ca issue --ca-dir run/ca --trust-domain cluster.local --namespace mesh --account gateway --out run/gateway/certs > /dev/null
+
 start() { # name, command...
   local name=$1; shift
   if [ -f "run/$name.pid" ] && kill -0 "$(cat "run/$name.pid")" 2>/dev/null; then return; fi

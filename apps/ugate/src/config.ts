@@ -60,9 +60,14 @@ export const configSchema = z.strictObject({
     .array(
       z.strictObject({
         match: pattern,
-        carrier: z.enum(['direct', 'ssh', 'reject']),
+        carrier: z.enum(['direct', 'ssh', 'hbone', 'hbonec', 'reject']),
         address: address.optional(),
         via: z.string().optional(),
+        /** For hbone: the SPIFFE identity the peer must present. */
+        identity: z
+          .string()
+          .regex(/^spiffe:\/\//, 'a SPIFFE URI')
+          .optional(),
       }),
     )
     .default([{ match: '*', carrier: 'direct' }]),
@@ -86,6 +91,17 @@ export const configSchema = z.strictObject({
       backoff: z.strictObject({ initialMs: z.number().int().positive(), maxMs: z.number().int().positive() }).partial().optional(),
     })
     .prefault({}),
+  /** Workload certificate (SPIFFE) for HBONE; default: Istio's mount paths when they exist. */
+  workload: z.strictObject({ certDir: z.string().optional() }).prefault({}),
+  hbone: z
+    .strictObject({
+      listen: address,
+      /** Which peers may connect: trust domains and namespaces; default = our own. `*` = any. */
+      accept: z.strictObject({ trustDomains: z.array(z.string()).optional(), namespaces: z.array(z.string()).optional() }).optional(),
+    })
+    .nullable()
+    .default({ listen: '0.0.0.0:15008' }),
+  hbonec: z.strictObject({ listen: address }).nullable().default(null),
   socks: z.strictObject({ listen: address, users }).nullable().default({ listen: '127.0.0.1:15080' }),
   http: z.strictObject({ listen: address, users }).nullable().default({ listen: '127.0.0.1:15081' }),
   admin: z.strictObject({ listen: address }).nullable().default({ listen: '127.0.0.1:15000' }),

@@ -1,4 +1,7 @@
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { isUgateError, loadOrCreateIdentity, meshName } from '@ugate/core';
+import { createCa, issueWorkloadCert, readCa, writeCa, writeCredentials } from '@ugate/proto-hbone';
 import { nativeCryptoLoaded } from '@ugate/proto-ssh';
 import { Command } from 'commander';
 import { type LoadedConfig, loadConfig, resolvePath } from './config.js';
@@ -85,6 +88,44 @@ program
     try {
       const { source } = loadConfig(opts.config);
       process.stdout.write(`${source}: ok\n`);
+    } catch (e) {
+      fail(e);
+    }
+  });
+
+const defaultCaDir = () => process.env.UGATE_CA_DIR ?? join(homedir(), '.ugate', 'ca');
+const ca = program.command('ca').description('a mesh CA for workload (SPIFFE) certificates');
+
+ca.command('init')
+  .description('create a mesh root (ca.crt, ca.key); never overwrites an existing one')
+  .option('--dir <dir>', 'where to keep the CA (default $UGATE_CA_DIR or ~/.ugate/ca)')
+  .option('--trust-domain <td>', 'trust domain', 'cluster.local')
+  .option('--days <n>', 'validity in days', '3650')
+  .action(async (o: { dir?: string; trustDomain: string; days: string }) => {
+    const dir = resolve(o.dir ?? defaultCaDir());
+    try {
+      writeCa(dir, await createCa({ trustDomain: o.trustDomain, days: Number(o.days) }));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') fail(new Error(`${dir} already holds a CA key; not overwriting it`));
+      fail(e);
+    }
+    process.stdout.write(`${join(dir, 'ca.crt')}\n`);
+  });
+
+ca.command('issue')
+  .description("issue a workload certificate: writes tls.crt, tls.key, ca.crt (Istio's file names)")
+  .requiredOption('--namespace <ns>', 'namespace')
+  .requiredOption('--account <sa>', 'service account')
+  .requiredOption('--out <dir>', 'output folder')
+  .option('--trust-domain <td>', 'trust domain', 'cluster.local')
+  .option('--ca-dir <dir>', 'the CA folder (default $UGATE_CA_DIR or ~/.ugate/ca)')
+  .option('--days <n>', 'validity in days', '30')
+  .action(async (o: { namespace: string; account: string; out: string; trustDomain: string; caDir?: string; days: string }) => {
+    try {
+      const root = readCa(resolve(o.caDir ?? defaultCaDir()));
+      const id = { trustDomain: o.trustDomain, namespace: o.namespace, serviceAccount: o.account };
+      writeCredentials(resolve(o.out), await issueWorkloadCert(root, id, { days: Number(o.days) }), root.certPem);
+      process.stdout.write(`spiffe://${id.trustDomain}/ns/${id.namespace}/sa/${id.serviceAccount} → ${resolve(o.out)}\n`);
     } catch (e) {
       fail(e);
     }

@@ -15,6 +15,7 @@ import {
   Switch,
   silentLogger,
 } from '@ugate/core';
+import { findIstioCredentials, hboneDialer, hboneServer, WorkloadCredentials } from '@ugate/proto-hbone';
 import { httpProxy } from '@ugate/proto-http';
 import { socks } from '@ugate/proto-socks';
 import { type SshCarrier, type SshServer, sshCarrier, sshServer } from '@ugate/proto-ssh';
@@ -93,6 +94,33 @@ export function createNode(input: ConfigInput | Config, opts: NodeOptions = {}):
     sw.addDialer(carrier);
   }
   const gatewayUp = metrics.gauge('ugate_ssh_gateway_connected', 'SSH gateway connection up (1) or down (0)', ['gateway']);
+  const certDir = config.workload.certDir ? resolvePath(baseDir, config.workload.certDir) : findIstioCredentials();
+  const workload = certDir ? new WorkloadCredentials(certDir, log.child({ component: 'workload' })) : undefined;
+  const closers: (() => void)[] = [];
+  if (workload) {
+    const d = hboneDialer({ credentials: workload, connectTimeoutMs: config.limits.connectTimeoutMs })(components);
+    sw.addDialer(d);
+    closers.push(() => d.close());
+    if (config.hbone) {
+      const accept = config.hbone.accept;
+      const ok = (list: string[] | undefined, ours: string, theirs: string) =>
+        list ? list.includes('*') || list.includes(theirs) : theirs === ours;
+      listeners.push(
+        hboneServer({
+          listen: config.hbone.listen,
+          credentials: workload,
+          acceptPeer: (peer, ours) =>
+            ok(accept?.trustDomains, ours.trustDomain, peer.trustDomain) && ok(accept?.namespaces, ours.namespace, peer.namespace),
+        })(components),
+      );
+    }
+  } else if (input && (input as { hbone?: unknown }).hbone) {
+    log.warn({ code: 'UGATE_ERR_CONFIG' }, 'hbone is configured but there are no workload credentials (workload.certDir); HBONE is off');
+  }
+  const hc = hboneDialer({ connectTimeoutMs: config.limits.connectTimeoutMs })(components);
+  sw.addDialer(hc);
+  closers.push(() => hc.close());
+  if (config.hbonec) listeners.push(hboneServer({ listen: config.hbonec.listen })(components));
   if (config.socks) listeners.push(socks({ listen: config.socks.listen, users: config.socks.users })(components));
   if (config.http) listeners.push(httpProxy({ listen: config.http.listen, users: config.http.users })(components));
 
@@ -109,6 +137,7 @@ export function createNode(input: ConfigInput | Config, opts: NodeOptions = {}):
     },
     async start() {
       carrier?.start();
+      workload?.watch();
       try {
         for (const l of listeners) await l.listen();
         if (config.admin) admin = await startAdmin(node, config.admin.listen);
@@ -128,6 +157,8 @@ export function createNode(input: ConfigInput | Config, opts: NodeOptions = {}):
       await sw.drain(drainMs);
       await sshSrv?.disconnect();
       await carrier?.stop();
+      workload?.stop();
+      for (const close of closers) close();
       await new Promise<void>((resolve) => (admin ? admin.close(() => resolve()) : resolve()));
       admin?.closeAllConnections();
       log.info({ id: identity.id }, 'ugate node stopped');
@@ -146,6 +177,7 @@ export function createNode(input: ConfigInput | Config, opts: NodeOptions = {}):
     addresses: () => Object.fromEntries(listeners.map((l) => [l.name, l.addresses()])),
     state: () => ({
       id: identity.id,
+      workload: workload ? { id: workload.current.id, notAfter: workload.current.notAfter } : undefined,
       vip6: identity.vip6,
       names,
       ready,

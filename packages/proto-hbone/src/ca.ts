@@ -97,7 +97,7 @@ export function readCa(dir: string): Pem {
 
 export function writeCa(dir: string, ca: Pem): void {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  writeFileSync(join(dir, 'ca.crt'), ca.certPem, { mode: 0o644 });
-  // 'wx': never overwrite an existing mesh root.
+  // The key first, with 'wx': an existing mesh root is never overwritten, not even its certificate.
   writeFileSync(join(dir, 'ca.key'), ca.keyPem, { mode: 0o600, flag: 'wx' });
+  writeFileSync(join(dir, 'ca.crt'), ca.certPem, { mode: 0o644 });
 }
