@@ -12,7 +12,7 @@ import {
   type Upstream,
 } from '@ugate/core';
 import type { WorkloadCredentials } from './credentials.js';
-import { keepAlive } from './keepalive.js';
+import { closeWhenReset, keepAlive } from './keepalive.js';
 import { H2, h2Settings } from './settings.js';
 import { uriSans } from './spiffe.js';
 
@@ -163,7 +163,10 @@ export function hboneDialer(init: HboneDialerInit = {}) {
         stream.once('response', (h) => {
           clearTimeout(timer);
           const status = Number(h[':status']);
-          if (status === 200) return resolve(stream);
+          if (status === 200) {
+            closeWhenReset(stream);
+            return resolve(stream);
+          }
           stream.close();
           // A ugate peer names the far end's error code; any other peer gets the status mapping.
           const code = codeFromText(String(h['x-ugate-error'] ?? '')) ?? codeForStatus(status);

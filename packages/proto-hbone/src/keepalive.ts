@@ -31,3 +31,12 @@ export function keepAlive(session: Http2Session, intervalMs: number, timeoutMs: 
   tick.unref();
   session.once('close', () => clearInterval(tick));
 }
+
+/**
+ * A stream the peer reset (RST_STREAM) ends its readable side like an EOF, but
+ * node then keeps it open while our writes wait for flow-control credit that
+ * will never come. Close it, so the relay ends the other side instead of hanging.
+ */
+export function closeWhenReset(stream: import('node:http2').Http2Stream): void {
+  stream.once('aborted', () => setImmediate(() => stream.destroy()));
+}

@@ -23,7 +23,7 @@ import {
   type UgateError,
 } from '@ugate/core';
 import type { Credentials, WorkloadCredentials } from './credentials.js';
-import { keepAlive } from './keepalive.js';
+import { closeWhenReset, keepAlive } from './keepalive.js';
 import { H2, h2Settings } from './settings.js';
 import { certIdentity, principalOf, type SpiffeId } from './spiffe.js';
 
@@ -178,6 +178,7 @@ export function hboneServer(init: HboneServerInit) {
         (opened) => {
           if (stream.destroyed) return;
           stream.respond({ ':status': 200 });
+          closeWhenReset(stream);
           void c.switch.serve(req, stream, opened);
         },
         (err: UgateError) => reply(stream, hboneStatusFor(err), err),
