@@ -102,6 +102,8 @@ export const configSchema = z.strictObject({
     .nullable()
     .default({ listen: '0.0.0.0:15008' }),
   hbonec: z.strictObject({ listen: address }).nullable().default(null),
+  /** SNI gateway (Istio east-west style, TLS not terminated); off unless configured. */
+  sni: z.strictObject({ listen: address }).nullable().default(null),
   socks: z.strictObject({ listen: address, users }).nullable().default({ listen: '127.0.0.1:15080' }),
   http: z.strictObject({ listen: address, users }).nullable().default({ listen: '127.0.0.1:15081' }),
   admin: z.strictObject({ listen: address }).nullable().default({ listen: '127.0.0.1:15000' }),

@@ -15,7 +15,7 @@ import {
   Switch,
   silentLogger,
 } from '@ugate/core';
-import { findIstioCredentials, hboneDialer, hboneServer, WorkloadCredentials } from '@ugate/proto-hbone';
+import { findIstioCredentials, hboneDialer, hboneServer, sniGateway, WorkloadCredentials } from '@ugate/proto-hbone';
 import { httpProxy } from '@ugate/proto-http';
 import { socks } from '@ugate/proto-socks';
 import { type SshCarrier, type SshServer, sshCarrier, sshServer } from '@ugate/proto-ssh';
@@ -121,6 +121,7 @@ export function createNode(input: ConfigInput | Config, opts: NodeOptions = {}):
   sw.addDialer(hc);
   closers.push(() => hc.close());
   if (config.hbonec) listeners.push(hboneServer({ listen: config.hbonec.listen })(components));
+  if (config.sni) listeners.push(sniGateway({ listen: config.sni.listen })(components));
   if (config.socks) listeners.push(socks({ listen: config.socks.listen, users: config.socks.users })(components));
   if (config.http) listeners.push(httpProxy({ listen: config.http.listen, users: config.http.users })(components));
 
