@@ -46,6 +46,8 @@ export const configSchema = z.strictObject({
   dataDir: z.string().default('.ugate'),
   /** Names of this node (besides `<id>.m`). */
   names: z.array(z.string()).default([]),
+  /** This node's network (Istio's notion), sent as `x-forwarded-network` on double HBONE. */
+  network: z.string().default('default'),
   /** VIP6 prefix (a /64). */
   meshPrefix: z.string().default('fd00::'),
   log: z

@@ -98,7 +98,7 @@ export function createNode(input: ConfigInput | Config, opts: NodeOptions = {}):
   const workload = certDir ? new WorkloadCredentials(certDir, log.child({ component: 'workload' })) : undefined;
   const closers: (() => void)[] = [];
   if (workload) {
-    const d = hboneDialer({ credentials: workload, connectTimeoutMs: config.limits.connectTimeoutMs })(components);
+    const d = hboneDialer({ credentials: workload, connectTimeoutMs: config.limits.connectTimeoutMs, network: config.network })(components);
     sw.addDialer(d);
     closers.push(() => d.close());
     if (config.hbone) {

@@ -14,6 +14,8 @@ export interface RouteInit {
   via?: string;
   /** Identity the far end must prove (e.g. `spiffe://td/ns/x/sa/y` for hbone). */
   identity?: string;
+  /** Go through this gateway first (`host:port`, and the identity it must prove). */
+  gateway?: { address: string; identity?: string };
 }
 
 interface Route {
@@ -22,6 +24,7 @@ interface Route {
   readonly address?: Target;
   readonly via?: string;
   readonly identity?: string;
+  readonly gateway?: { readonly address: Target; readonly identity?: string };
   readonly order: number;
 }
 
@@ -56,6 +59,7 @@ export class Router {
       address: r.address === undefined ? undefined : parseTarget(r.address),
       via: r.via,
       identity: r.identity,
+      gateway: r.gateway ? { address: parseTarget(r.gateway.address), identity: r.gateway.identity } : undefined,
       order: this.#routes.length,
     };
     this.#routes.push(route);
@@ -104,7 +108,8 @@ export class Router {
       if (r.carrier === 'reject') {
         throw new UgateError(ErrorCodes.NO_ROUTE, `route ${r.pattern.source} rejects ${formatTarget(target)}`);
       }
-      return { carrier: r.carrier, address: r.address, via: r.via, identity: r.identity, reason: `route ${r.pattern.source}` };
+      const { carrier, address, via, identity, gateway } = r;
+      return { carrier, address, via, identity, gateway, reason: `route ${r.pattern.source}` };
     }
     throw new UgateError(ErrorCodes.NO_ROUTE, `no route to ${formatTarget(target)}`);
   }

@@ -34,6 +34,11 @@ export interface Upstream {
   readonly via?: string;
   /** Identity the far end must prove (a SPIFFE URI for `hbone`). */
   readonly identity?: string;
+  /**
+   * Reach the far end through this gateway first (double HBONE: an outer CONNECT to the
+   * gateway, then the end-to-end session inside it).
+   */
+  readonly gateway?: { readonly address: Target; readonly identity?: string };
   /** Why this upstream: which rule or registration matched. */
   readonly reason: string;
 }

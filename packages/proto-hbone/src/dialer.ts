@@ -1,4 +1,5 @@
 import { type ClientHttp2Session, type ClientHttp2Stream, connect as h2connect } from 'node:http2';
+import type { Duplex } from 'node:stream';
 import { type PeerCertificate, connect as tlsConnect } from 'node:tls';
 import {
   codeFromText,
@@ -24,12 +25,14 @@ export interface HboneDialerInit {
   pingTimeoutMs?: number;
   /** Streams per HTTP/2 session before another session is opened. Default 100. */
   maxStreamsPerSession?: number;
+  /** Our network name, sent as `x-forwarded-network` on the inner CONNECT of double HBONE. */
+  network?: string;
 }
 
 interface Pooled {
   /** Settles once the session is connected; concurrent opens share it. */
   readonly ready: Promise<ClientHttp2Session>;
-  session?: ClientHttp2Session;
+  readonly session: ClientHttp2Session;
   /** Streams reserved on this session (counted from the moment one is picked). */
   streams: number;
   dead: boolean;
@@ -65,67 +68,80 @@ export function hboneDialer(init: HboneDialerInit = {}) {
       if (list?.length === 0) pools.delete(key);
     }
 
-    function newSession(addr: Target, identity: string | undefined, key: string): Pooled {
-      const pooled: Pooled = { ready: undefined as unknown as Promise<ClientHttp2Session>, streams: 0, dead: false };
-      (pooled as { ready: Promise<ClientHttp2Session> }).ready = new Promise((resolve, reject) => {
+    /** TLS to the peer (or over `socket`, for the inner session of double HBONE), verifying its SPIFFE identity. */
+    function tlsTo(addr: Target, identity: string | undefined, socket?: Duplex) {
+      const cur = creds!.current;
+      return tlsConnect({
+        ...(socket ? { socket } : { host: addr.host, port: addr.port }),
+        key: cur.key,
+        cert: cur.cert,
+        ca: cur.ca,
+        minVersion: 'TLSv1.3',
+        ALPNProtocols: ['h2'],
+        // ztunnel sends no SNI and checks no host name: identity is the URI SAN.
+        servername: '',
+        checkServerIdentity: (_host: string, cert: PeerCertificate) => {
+          if (!identity) return undefined;
+          const sans = uriSans(cert.subjectaltname);
+          return sans.includes(identity)
+            ? undefined
+            : new UgateError(ErrorCodes.AUTH, `peer identity [${sans.join(', ')}] is not the expected ${identity}`);
+        },
+      });
+    }
+
+    /** An HTTP/2 session to `addr`, directly or over `socket`; resolves once connected. */
+    function openSession(
+      addr: Target,
+      identity: string | undefined,
+      socket?: Duplex,
+    ): { session: ClientHttp2Session; ready: Promise<ClientHttp2Session> } {
+      const session = h2connect(`${creds ? 'https' : 'http'}://${formatTarget(addr)}`, {
+        settings: h2Settings(false),
+        maxSessionMemory: 64,
+        createConnection: creds ? () => tlsTo(addr, identity, socket) : socket ? () => socket : undefined,
+      });
+      session.on('error', () => {});
+      const ready = new Promise<ClientHttp2Session>((resolve, reject) => {
         let settled = false;
-        const fail = (err: UgateError) => {
-          drop(key, pooled);
+        const settle = (err?: UgateError) => {
           if (settled) return;
           settled = true;
           clearTimeout(timer);
-          reject(err);
+          if (err) {
+            session.destroy();
+            reject(err);
+          } else resolve(session);
         };
-        const timer = setTimeout(() => {
-          fail(new UgateError(ErrorCodes.TIMEOUT, `hbone connect to ${formatTarget(addr)} timed out`));
-          session.destroy();
-        }, timeout);
-        const session = h2connect(`${creds ? 'https' : 'http'}://${formatTarget(addr)}`, {
-          settings: h2Settings(false),
-          maxSessionMemory: 64,
-          createConnection: creds
-            ? () => {
-                const cur = creds.current;
-                return tlsConnect({
-                  host: addr.host,
-                  port: addr.port,
-                  key: cur.key,
-                  cert: cur.cert,
-                  ca: cur.ca,
-                  minVersion: 'TLSv1.3',
-                  ALPNProtocols: ['h2'],
-                  // ztunnel sends no SNI and checks no host name: identity is the URI SAN.
-                  servername: '',
-                  checkServerIdentity: (_host: string, cert: PeerCertificate) => {
-                    if (!identity) return undefined;
-                    const sans = uriSans(cert.subjectaltname);
-                    return sans.includes(identity)
-                      ? undefined
-                      : new UgateError(ErrorCodes.AUTH, `peer identity [${sans.join(', ')}] is not the expected ${identity}`);
-                  },
-                });
-              }
-            : undefined,
-        });
-        pooled.session = session;
+        const timer = setTimeout(
+          () => settle(new UgateError(ErrorCodes.TIMEOUT, `hbone connect to ${formatTarget(addr)} timed out`)),
+          timeout,
+        );
         session.on('error', (e: Error) => {
           const code = (e as { code?: string }).code;
           const auth = e instanceof UgateError || /certificate|CERT|self.signed|verify/i.test(`${code} ${e.message}`);
-          fail(new UgateError(auth ? ErrorCodes.AUTH : ErrorCodes.UNREACHABLE, `hbone ${formatTarget(addr)}: ${e.message}`, { cause: e }));
+          settle(
+            new UgateError(auth ? ErrorCodes.AUTH : ErrorCodes.UNREACHABLE, `hbone ${formatTarget(addr)}: ${e.message}`, { cause: e }),
+          );
         });
-        session.once('close', () => fail(new UgateError(ErrorCodes.UNREACHABLE, `hbone session to ${formatTarget(addr)} closed`)));
+        session.once('close', () => settle(new UgateError(ErrorCodes.UNREACHABLE, `hbone session to ${formatTarget(addr)} closed`)));
         session.once('connect', () => {
-          if (settled) return;
-          settled = true;
-          clearTimeout(timer);
           session.setLocalWindowSize(H2.connectionWindow);
           keepAlive(session, init.pingIntervalMs ?? H2.pingIntervalMs, init.pingTimeoutMs ?? H2.pingTimeoutMs, () => {
             log.warn({ code: ErrorCodes.TIMEOUT, peer: formatTarget(addr) }, 'hbone peer stopped answering PINGs');
             session.destroy(new UgateError(ErrorCodes.TIMEOUT, 'peer stopped answering PINGs'));
           });
-          resolve(session);
+          settle();
         });
       });
+      return { session, ready };
+    }
+
+    function newSession(addr: Target, identity: string | undefined, key: string): Pooled {
+      const { session, ready } = openSession(addr, identity);
+      const pooled: Pooled = { ready, session, streams: 0, dead: false };
+      ready.catch(() => drop(key, pooled));
+      session.once('close', () => drop(key, pooled));
       const list = pools.get(key) ?? [];
       list.push(pooled);
       pools.set(key, list);
@@ -183,19 +199,51 @@ export function hboneDialer(init: HboneDialerInit = {}) {
       });
     }
 
+    async function onPooled(addr: Target, identity: string | undefined, req: StreamRequest): Promise<ClientHttp2Stream> {
+      const p = sessionFor(addr, identity);
+      let session: ClientHttp2Session;
+      try {
+        session = await p.ready;
+      } catch (e) {
+        p.streams--;
+        throw e;
+      }
+      return request(p, session, req);
+    }
+
+    /**
+     * Double HBONE: an outer CONNECT to the gateway for the target; inside that
+     * stream, our own TLS + HTTP/2 session with the destination (whose identity
+     * is checked end to end) and the inner CONNECT. The gateway only forwards bytes.
+     */
+    async function doubleHbone(req: StreamRequest, up: Upstream, gw: NonNullable<Upstream['gateway']>): Promise<ClientHttp2Stream> {
+      if (!creds) throw new UgateError(ErrorCodes.CONFIG, 'double HBONE needs workload credentials');
+      const outer = await onPooled(gw.address, gw.identity, req);
+      const { session, ready } = openSession(req.target, up.identity, outer);
+      const inner: Pooled = { ready, session, streams: 1, dead: false };
+      try {
+        await ready;
+      } catch (e) {
+        outer.destroy();
+        throw e;
+      }
+      const labels = { ...req.labels, 'x-forwarded-network': init.network ?? 'default' };
+      const stream = await request(inner, session, { ...req, labels }).catch((e: unknown) => {
+        session.destroy();
+        throw e;
+      });
+      // One inner session per stream: it ends with the stream, and the outer stream with it.
+      stream.once('close', () => session.close());
+      session.once('close', () => outer.destroy());
+      return stream;
+    }
+
     return {
       carrier: creds ? 'hbone' : 'hbonec',
       async dial(req: StreamRequest, up: Upstream) {
+        if (up.gateway) return doubleHbone(req, up, up.gateway);
         if (!up.address) throw new UgateError(ErrorCodes.NO_ROUTE, `hbone route for ${formatTarget(req.target)} has no address`);
-        const p = sessionFor(up.address, up.identity);
-        let session: ClientHttp2Session;
-        try {
-          session = await p.ready;
-        } catch (e) {
-          p.streams--;
-          throw e;
-        }
-        return request(p, session, req);
+        return onPooled(up.address, up.identity, req);
       },
       close() {
         for (const list of pools.values()) for (const p of list) p.session?.close();
