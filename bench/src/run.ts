@@ -40,6 +40,8 @@ const MiB = 1024 * 1024;
 const LOCAL = '127.0.0.1';
 
 const { values: args } = parseArgs({
+  // `pnpm bench -- --quick` may pass the `--` through.
+  args: process.argv.slice(2).filter((a) => a !== '--'),
   options: {
     quick: { type: 'boolean', default: false },
     json: { type: 'boolean', default: false },
@@ -159,7 +161,7 @@ interface PathResult {
   cipher?: string;
   upload?: Transfer;
   download?: Transfer;
-  opens?: OpensResult;
+  opens?: OpensResult & { cpuUsPerStream: Record<string, number> };
   idle?: {
     streams: number;
     failed: number;
@@ -176,6 +178,8 @@ interface PathResult {
       kibPerStream: number;
       /** (after − mid) / second half: the slope, without one-off growth (heap spaces, pools). */
       marginalKiBPerStream: number;
+      /** CPU use while all streams sit idle (3 s window), % of one core: timers, keepalives. */
+      idleCpuPct: number;
     }[];
   };
   error?: string;
@@ -284,6 +288,16 @@ async function throughput(r: PathResult, open: (port: number) => Opener, ports: 
   }
 }
 
+/** The opens/s test, with each process's CPU time per stream. */
+async function measureOpens(open: Opener, procs: Proc[]): Promise<OpensResult & { cpuUsPerStream: Record<string, number> }> {
+  await waitQuiet(5000);
+  const c0 = cpuOf(procs);
+  const res = await opens(open, nOpens, 32, 10_000);
+  const c1 = cpuOf(procs);
+  const cpuUsPerStream = Object.fromEntries(procs.map((p, i) => [p.name, Math.round(((c1[i]! - c0[i]!) * 1e6) / res.streams)]));
+  return { ...res, cpuUsPerStream };
+}
+
 /** Open one stream (echo round trip) until it works: the carrier is connected end to end. */
 async function ready(open: Opener, timeoutMs: number, who: Child[]): Promise<void> {
   const end = Date.now() + timeoutMs;
@@ -317,6 +331,9 @@ async function idleMemory(r: PathResult, open: Opener, procs: Proc[], who: Child
   for (const s of second.sockets) appSockets.add(s);
   await sleep(2000);
   const after = rss();
+  const cpu0 = cpuOf(procs);
+  await sleep(3000);
+  const idleCpu = cpuOf(procs).map((c, i) => ((c - cpu0[i]!) / 3) * 100);
   const res: IdleResult = {
     sockets: [...first.sockets, ...second.sockets],
     failed: first.failed + second.failed,
@@ -343,6 +360,7 @@ async function idleMemory(r: PathResult, open: Opener, procs: Proc[], who: Child
       afterCloseKiB: afterClose[i]!,
       kibPerStream: n ? (after[i]! - before[i]!) / n : 0,
       marginalKiBPerStream: second.sockets.length ? (after[i]! - mid[i]!) / second.sockets.length : 0,
+      idleCpuPct: Math.round(idleCpu[i]! * 10) / 10,
     })),
   };
   log(`  ${n} idle streams open (${res.failed} failed) in ${res.seconds.toFixed(1)} s`);
@@ -375,7 +393,7 @@ async function runRaw(ports: Ports, sink: Child): Promise<void> {
     { name: 'sink', pids: () => [sink.pid] },
   ];
   await throughput(r, direct, ports, procs);
-  r.opens = await opens(direct(ports.echo), nOpens, 32, 10_000);
+  r.opens = await measureOpens(direct(ports.echo), procs);
   log(`  opens: ${r.opens.perSecond.toFixed(0)}/s`);
   save();
 }
@@ -396,7 +414,7 @@ async function runOpenSsh(ports: Ports, sink: Child, keys: OpenSshKeys, cipher: 
       { name: 'sink', pids: () => [sink.pid] },
     ];
     await throughput(r, viaSocks(proxy), ports, procs);
-    r.opens = await opens(viaSocks(proxy)(ports.echo), nOpens, 32, 10_000);
+    r.opens = await measureOpens(viaSocks(proxy)(ports.echo), procs);
     log(`  opens: ${r.opens.perSecond.toFixed(0)}/s (${r.opens.failed} failed)`);
     save();
   } finally {
@@ -458,7 +476,7 @@ async function runUgate(ports: Ports, sink: Child): Promise<void> {
       { name: 'sink', pids: () => [sink.pid] },
     ];
     await throughput(r, viaSocks(proxy), ports, procs);
-    r.opens = await opens(viaSocks(proxy)(ports.echo), nOpens, 32, 10_000);
+    r.opens = await measureOpens(viaSocks(proxy)(ports.echo), procs);
     log(`  opens: ${r.opens.perSecond.toFixed(0)}/s (${r.opens.failed} failed)`);
     save();
   } finally {
@@ -535,7 +553,11 @@ function report(): string {
   for (const x of results.paths) {
     if (!x.opens) continue;
     lines.push(
-      `   ${pad(x.label, 40)} ${lpad(fmt(x.opens.perSecond, 0), 8)}/s   vs OpenSSH ${ratio(x.opens.perSecond, ossh?.opens?.perSecond)}${x.opens.failed ? `   (${x.opens.failed} failed: ${x.opens.firstError})` : ''}`,
+      `   ${pad(x.label, 40)} ${lpad(fmt(x.opens.perSecond, 0), 8)}/s   vs OpenSSH ${ratio(x.opens.perSecond, ossh?.opens?.perSecond)}   CPU µs/stream: ${Object.entries(
+        x.opens.cpuUsPerStream,
+      )
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', ')}${x.opens.failed ? `   (${x.opens.failed} failed: ${x.opens.firstError})` : ''}`,
     );
   }
   lines.push('');
@@ -546,7 +568,7 @@ function report(): string {
     lines.push(`   ${x.label}: ${i.streams} open in ${fmt(i.openSeconds)} s${i.failed ? `, ${i.failed} failed (${i.firstError})` : ''}`);
     for (const q of i.processes) {
       lines.push(
-        `     ${pad(q.name, 8)} ${lpad(fmt(q.beforeKiB / 1024), 7)} → ${lpad(fmt(q.midKiB / 1024), 7)} → ${lpad(fmt(q.afterKiB / 1024), 7)} MiB   ${lpad(fmt(q.kibPerStream, 2), 6)} KiB/stream (2nd half ${fmt(q.marginalKiBPerStream, 2)})   after close ${fmt(q.afterCloseKiB / 1024)} MiB`,
+        `     ${pad(q.name, 8)} ${lpad(fmt(q.beforeKiB / 1024), 7)} → ${lpad(fmt(q.midKiB / 1024), 7)} → ${lpad(fmt(q.afterKiB / 1024), 7)} MiB   ${lpad(fmt(q.kibPerStream, 2), 6)} KiB/stream (2nd half ${fmt(q.marginalKiBPerStream, 2)})   idle CPU ${fmt(q.idleCpuPct)}%   after close ${fmt(q.afterCloseKiB / 1024)} MiB`,
       );
     }
   }

@@ -28,6 +28,7 @@ const pattern = z.string().refine(
   { message: 'expected name, *.suffix or *, optionally with :port' },
 );
 const users = z.record(z.string(), z.string()).optional();
+const spiffe = z.string().regex(/^spiffe:\/\//, 'a SPIFFE URI');
 
 const gateway = z.strictObject({
   name: z.string().optional(),
@@ -66,10 +67,9 @@ export const configSchema = z.strictObject({
         address: address.optional(),
         via: z.string().optional(),
         /** For hbone: the SPIFFE identity the peer must present. */
-        identity: z
-          .string()
-          .regex(/^spiffe:\/\//, 'a SPIFFE URI')
-          .optional(),
+        identity: spiffe.optional(),
+        /** For hbone: reach the peer through this east-west gateway (double HBONE). */
+        gateway: z.strictObject({ address, identity: spiffe.optional() }).optional(),
       }),
     )
     .default([{ match: '*', carrier: 'direct' }]),

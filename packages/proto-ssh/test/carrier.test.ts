@@ -174,7 +174,10 @@ describe('ssh carrier ↔ ssh server', () => {
   });
 
   it('reaches the self-assigned <id>.m name; unknown ports there are refused by bob', async () => {
-    bob.sw.router.addService(`${meshName(bob.id.id)}:8081`, (sink.address() as { address: string; port: number }).address + `:${(sink.address() as { port: number }).port}`);
+    bob.sw.router.addService(
+      `${meshName(bob.id.id)}:8081`,
+      (sink.address() as { address: string; port: number }).address + `:${(sink.address() as { port: number }).port}`,
+    );
     const data = randomBytes(100_000);
     const { stream } = await open(meshName(bob.id.id), 8081);
     const reply = readAll(stream);
