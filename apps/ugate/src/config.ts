@@ -70,6 +70,8 @@ export const configSchema = z.strictObject({
         identity: spiffe.optional(),
         /** For hbone: reach the peer through this east-west gateway (double HBONE). */
         gateway: z.strictObject({ address, identity: spiffe.optional() }).optional(),
+        /** Carrier options, e.g. hbone POST mode: `{mode: post, tokenFile: ./token.jwt, path: /}`. */
+        options: z.record(z.string(), z.string()).optional(),
       }),
     )
     .default([{ match: '*', carrier: 'direct' }]),
@@ -100,6 +102,8 @@ export const configSchema = z.strictObject({
       listen: address,
       /** Which peers may connect: trust domains and namespaces; default = our own. `*` = any. */
       accept: z.strictObject({ trustDomains: z.array(z.string()).optional(), namespaces: z.array(z.string()).optional() }).optional(),
+      /** Accept POST mode: tokens signed by a key in `jwksFile`, for `issuer` and `audience`. */
+      post: z.strictObject({ issuer: z.string(), audience: z.string(), jwksFile: z.string() }).optional(),
     })
     .nullable()
     .default({ listen: '0.0.0.0:15008' }),

@@ -57,7 +57,11 @@ export function createNode(input: ConfigInput | Config, opts: NodeOptions = {}):
   const baseDir = opts.baseDir ?? process.cwd();
   const log = opts.logger ?? silentLogger;
   const identity = loadOrCreateIdentity(resolvePath(baseDir, config.dataDir), config.meshPrefix);
-  const router = new Router({ routes: config.routes, services: config.services });
+  // A route's `tokenFile` option is read once here; the dialer sees `token`.
+  const routes = config.routes.map((r) =>
+    r.options?.tokenFile ? { ...r, options: { ...r.options, token: (readText(baseDir, r.options.tokenFile) ?? '').trim() } } : r,
+  );
+  const router = new Router({ routes, services: config.services });
   const policy = new Policy(config.policy);
   const metrics = promMetrics();
   const sw = new Switch({
@@ -109,6 +113,11 @@ export function createNode(input: ConfigInput | Config, opts: NodeOptions = {}):
         hboneServer({
           listen: config.hbone.listen,
           credentials: workload,
+          post: config.hbone.post && {
+            issuer: config.hbone.post.issuer,
+            audience: config.hbone.post.audience,
+            jwks: JSON.parse(readText(baseDir, config.hbone.post.jwksFile) ?? '{}'),
+          },
           acceptPeer: (peer, ours) =>
             ok(accept?.trustDomains, ours.trustDomain, peer.trustDomain) && ok(accept?.namespaces, ours.namespace, peer.namespace),
         })(components),

@@ -16,6 +16,8 @@ export interface RouteInit {
   identity?: string;
   /** Go through this gateway first (`host:port`, and the identity it must prove). */
   gateway?: { address: string; identity?: string };
+  /** Carrier-specific options, passed through to the dialer. */
+  options?: Record<string, string>;
 }
 
 interface Route {
@@ -25,6 +27,7 @@ interface Route {
   readonly via?: string;
   readonly identity?: string;
   readonly gateway?: { readonly address: Target; readonly identity?: string };
+  readonly options?: Readonly<Record<string, string>>;
   readonly order: number;
 }
 
@@ -60,6 +63,7 @@ export class Router {
       via: r.via,
       identity: r.identity,
       gateway: r.gateway ? { address: parseTarget(r.gateway.address), identity: r.gateway.identity } : undefined,
+      options: r.options,
       order: this.#routes.length,
     };
     this.#routes.push(route);
@@ -108,8 +112,8 @@ export class Router {
       if (r.carrier === 'reject') {
         throw new UgateError(ErrorCodes.NO_ROUTE, `route ${r.pattern.source} rejects ${formatTarget(target)}`);
       }
-      const { carrier, address, via, identity, gateway } = r;
-      return { carrier, address, via, identity, gateway, reason: `route ${r.pattern.source}` };
+      const { carrier, address, via, identity, gateway, options } = r;
+      return { carrier, address, via, identity, gateway, options, reason: `route ${r.pattern.source}` };
     }
     throw new UgateError(ErrorCodes.NO_ROUTE, `no route to ${formatTarget(target)}`);
   }

@@ -39,6 +39,8 @@ export interface Upstream {
    * gateway, then the end-to-end session inside it).
    */
   readonly gateway?: { readonly address: Target; readonly identity?: string };
+  /** Carrier-specific options from the route (e.g. hbone `mode: post`, `token`). */
+  readonly options?: Readonly<Record<string, string>>;
   /** Why this upstream: which rule or registration matched. */
   readonly reason: string;
 }

@@ -27,6 +27,8 @@ export interface HboneDialerInit {
   maxStreamsPerSession?: number;
   /** Our network name, sent as `x-forwarded-network` on the inner CONNECT of double HBONE. */
   network?: string;
+  /** Credentials for the inner session of POST mode when the outer one is h2c. Default: `credentials`. */
+  innerCredentials?: WorkloadCredentials;
 }
 
 interface Pooled {
@@ -163,18 +165,29 @@ export function hboneDialer(init: HboneDialerInit = {}) {
         if (v) headers[h] = v;
       }
       headers.forwarded = req.labels?.forwarded ?? `for="${req.source.address}:${req.source.port}"`;
+      return respond(p, session, headers, req);
+    }
+
+    /** Send the request headers on a reserved slot of `p`; resolve with the stream on 200. */
+    function respond(
+      p: Pooled,
+      session: ClientHttp2Session,
+      headers: Record<string, string>,
+      req: StreamRequest,
+    ): Promise<ClientHttp2Stream> {
+      const what = `hbone ${headers[':method']} ${formatTarget(req.target)}`;
       return new Promise((resolve, reject) => {
         let stream: ClientHttp2Stream;
         try {
           stream = session.request(headers, { endStream: false });
         } catch (e) {
           p.streams--;
-          return reject(new UgateError(ErrorCodes.UNREACHABLE, `hbone request: ${(e as Error).message}`, { cause: e }));
+          return reject(new UgateError(ErrorCodes.UNREACHABLE, `${what}: ${(e as Error).message}`, { cause: e }));
         }
         stream.once('close', () => p.streams--);
         const timer = setTimeout(() => {
           stream.close();
-          reject(new UgateError(ErrorCodes.TIMEOUT, `hbone CONNECT ${formatTarget(req.target)} timed out`));
+          reject(new UgateError(ErrorCodes.TIMEOUT, `${what} timed out`));
         }, timeout);
         stream.once('response', (h) => {
           clearTimeout(timer);
@@ -186,15 +199,15 @@ export function hboneDialer(init: HboneDialerInit = {}) {
           stream.close();
           // A ugate peer names the far end's error code; any other peer gets the status mapping.
           const code = codeFromText(String(h['x-ugate-error'] ?? '')) ?? codeForStatus(status);
-          reject(new UgateError(code, `hbone CONNECT ${formatTarget(req.target)}: status ${status}`));
+          reject(new UgateError(code, `${what}: status ${status}`));
         });
         stream.once('error', (e: Error) => {
           clearTimeout(timer);
-          reject(new UgateError(ErrorCodes.UNREACHABLE, `hbone CONNECT ${formatTarget(req.target)}: ${e.message}`, { cause: e }));
+          reject(new UgateError(ErrorCodes.UNREACHABLE, `${what}: ${e.message}`, { cause: e }));
         });
         stream.once('close', () => {
           clearTimeout(timer);
-          reject(new UgateError(ErrorCodes.UNREACHABLE, `hbone CONNECT ${formatTarget(req.target)}: stream reset (${stream.rstCode})`));
+          reject(new UgateError(ErrorCodes.UNREACHABLE, `${what}: stream reset (${stream.rstCode})`));
         });
       });
     }
@@ -238,9 +251,60 @@ export function hboneDialer(init: HboneDialerInit = {}) {
       return stream;
     }
 
+    /**
+     * POST mode: `POST` + `x-tun` + bearer token to the front end (route `address`,
+     * identity checked when the outer session is mTLS), then our own mTLS session
+     * inside the stream with the end (`up.identity`).
+     */
+    async function postMode(req: StreamRequest, up: Upstream): Promise<Duplex> {
+      if (!up.address) throw new UgateError(ErrorCodes.NO_ROUTE, `hbone route for ${formatTarget(req.target)} has no address`);
+      const innerCreds = init.innerCredentials ?? creds;
+      if (!innerCreds) throw new UgateError(ErrorCodes.CONFIG, 'POST mode needs workload credentials for the inner session');
+      const p = sessionFor(up.address, creds ? up.options?.frontIdentity : undefined);
+      let session: ClientHttp2Session;
+      try {
+        session = await p.ready;
+      } catch (e) {
+        p.streams--;
+        throw e;
+      }
+      const headers = {
+        ':method': 'POST',
+        ':path': up.options?.path ?? '/',
+        ':scheme': creds ? 'https' : 'http',
+        ':authority': formatTarget(up.address),
+        'x-tun': formatTarget(req.target),
+        authorization: `Bearer ${up.options?.token ?? ''}`,
+      };
+      const stream = await respond(p, session, headers, req);
+      const c2 = innerCreds.current;
+      const inner = tlsConnect({
+        socket: stream,
+        key: c2.key,
+        cert: c2.cert,
+        ca: c2.ca,
+        minVersion: 'TLSv1.3',
+        servername: '',
+        checkServerIdentity: (_h: string, cert: PeerCertificate) => {
+          const sans = uriSans(cert.subjectaltname);
+          return !up.identity || sans.includes(up.identity)
+            ? undefined
+            : new UgateError(ErrorCodes.AUTH, `peer identity [${sans.join(', ')}] is not the expected ${up.identity}`);
+        },
+      });
+      return new Promise((resolve, reject) => {
+        inner.once('secureConnect', () => resolve(inner));
+        inner.once('error', (e: Error) => {
+          stream.destroy();
+          reject(e instanceof UgateError ? e : new UgateError(ErrorCodes.AUTH, `inner TLS: ${e.message}`, { cause: e }));
+        });
+      });
+    }
+
     return {
       carrier: creds ? 'hbone' : 'hbonec',
       async dial(req: StreamRequest, up: Upstream) {
+        if (up.options?.mode === 'post') return postMode(req, up);
         if (up.gateway) return doubleHbone(req, up, up.gateway);
         if (!up.address) throw new UgateError(ErrorCodes.NO_ROUTE, `hbone route for ${formatTarget(req.target)} has no address`);
         return onPooled(up.address, up.identity, req);

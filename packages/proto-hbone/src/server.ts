@@ -20,10 +20,11 @@ import {
   type StreamRequest,
   type Switch,
   toUgateError,
-  type UgateError,
+  UgateError,
 } from '@ugate/core';
 import type { Credentials, WorkloadCredentials } from './credentials.js';
 import { closeWhenReset, keepAlive } from './keepalive.js';
+import { acceptInnerTls, type PostModeInit, tokenVerifier } from './post.js';
 import { H2, h2Settings } from './settings.js';
 import { certIdentity, principalOf, type SpiffeId } from './spiffe.js';
 
@@ -39,6 +40,8 @@ export interface HboneServerInit {
   acceptPeer?: (peer: SpiffeId, ours: SpiffeId) => boolean;
   pingIntervalMs?: number;
   pingTimeoutMs?: number;
+  /** Accept POST mode (JWT + inner mTLS); needs `credentials` for the inner session. */
+  post?: PostModeInit;
 }
 
 export interface HboneServerComponents {
@@ -143,8 +146,49 @@ export function hboneServer(init: HboneServerInit) {
       stream.respond({ ':status': status, ...(err ? { 'x-ugate-error': err.code } : {}) }, { endStream: true });
     }
 
+    const checkToken = init.post ? tokenVerifier(init.post) : undefined;
+
+    /** POST mode: JWT first, then the inner mTLS session decides who the peer is. */
+    async function onPost(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, src: { address: string; port: number }): Promise<void> {
+      const where = `${src.address}:${src.port}`;
+      let req: StreamRequest;
+      try {
+        if (!checkToken || !creds) throw new UgateError(ErrorCodes.BAD_REQUEST, 'POST mode is not enabled');
+        const tun = headers['x-tun'];
+        if (typeof tun !== 'string') throw new UgateError(ErrorCodes.BAD_REQUEST, 'POST without x-tun');
+        const target = parseTarget(tun);
+        const claims = await checkToken(headers.authorization);
+        stream.respond({ ':status': 200 });
+        closeWhenReset(stream);
+        const { socket, peer } = await acceptInnerTls(stream, creds, 10_000);
+        if (!acceptPeer(peer, creds.current.id))
+          throw new UgateError(ErrorCodes.AUTH, `inner peer trust domain ${peer.trustDomain} is not accepted`);
+        req = {
+          sid: newSid(),
+          target,
+          protocol: 'hbone-post',
+          source: src,
+          peer: { kind: 'spiffe', principals: [principalOf(peer), `ns/${peer.namespace}`, ...(claims.sub ? [`jwt:${claims.sub}`] : [])] },
+        };
+        c.switch.open(req).then(
+          (opened) => void c.switch.serve(req, socket, opened),
+          () => socket.destroy(),
+        );
+      } catch (e) {
+        const err = toUgateError(e, ErrorCodes.BAD_REQUEST);
+        log.warn({ code: err.code, src: where, err: err.message }, 'hbone POST rejected');
+        if (!stream.headersSent) reply(stream, err.code === ErrorCodes.AUTH ? 401 : hboneStatusFor(err), err);
+        else stream.destroy();
+      }
+    }
+
     function onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
       stream.on('error', () => {});
+      if (headers[':method'] === 'POST' && init.post) {
+        const sock = stream.session?.socket;
+        void onPost(stream, headers, { address: sock?.remoteAddress ?? '', port: sock?.remotePort ?? 0 });
+        return;
+      }
       const sock = stream.session?.socket;
       const src = { address: sock?.remoteAddress ?? '', port: sock?.remotePort ?? 0 };
       let req: StreamRequest;
