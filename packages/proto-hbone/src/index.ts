@@ -1,5 +1,6 @@
 export * from './ca.js';
 export * from './client-hello.js';
+export * from './connect.js';
 export * from './credentials.js';
 export * from './dialer.js';
 export * from './server.js';

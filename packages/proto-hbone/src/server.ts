@@ -22,6 +22,7 @@ import {
   toUgateError,
   UgateError,
 } from '@ugate/core';
+import { connectHandler, hboneStatusFor, replyError } from './connect.js';
 import type { Credentials, WorkloadCredentials } from './credentials.js';
 import { closeWhenReset, keepAlive } from './keepalive.js';
 import { acceptInnerTls, type PostModeInit, tokenVerifier } from './post.js';
@@ -48,22 +49,6 @@ export interface HboneServerComponents {
   switch: Switch;
   logger: Logger;
 }
-
-/** HBONE status for a failed open, as ztunnel answers. */
-export function hboneStatusFor(err: UgateError): number {
-  switch (err.code) {
-    case ErrorCodes.BAD_REQUEST:
-      return 400;
-    case ErrorCodes.POLICY_DENIED:
-    case ErrorCodes.AUTH:
-      return 401;
-    default:
-      return 503;
-  }
-}
-
-/** Headers ztunnel sends that ugate keeps as stream labels. */
-const KEPT_HEADERS = ['baggage', 'forwarded', 'traceparent', 'x-forwarded-network'] as const;
 
 function tlsOptions(c: Credentials): SecureServerOptions {
   return { key: c.key, cert: c.cert, ca: c.ca };
@@ -140,12 +125,6 @@ export function hboneServer(init: HboneServerInit) {
       return { kind: 'spiffe', principals: [principalOf(id), `ns/${id.namespace}`] };
     }
 
-    function reply(stream: ServerHttp2Stream, status: number, err?: UgateError): void {
-      stream.on('error', () => {});
-      if (stream.destroyed || stream.headersSent) return;
-      stream.respond({ ':status': status, ...(err ? { 'x-ugate-error': err.code } : {}) }, { endStream: true });
-    }
-
     const checkToken = init.post ? tokenVerifier(init.post) : undefined;
 
     /** POST mode: JWT first, then the inner mTLS session decides who the peer is. */
@@ -177,10 +156,12 @@ export function hboneServer(init: HboneServerInit) {
       } catch (e) {
         const err = toUgateError(e, ErrorCodes.BAD_REQUEST);
         log.warn({ code: err.code, src: where, err: err.message }, 'hbone POST rejected');
-        if (!stream.headersSent) reply(stream, err.code === ErrorCodes.AUTH ? 401 : hboneStatusFor(err), err);
+        if (!stream.headersSent) replyError(stream, hboneStatusFor(err), err);
         else stream.destroy();
       }
     }
+
+    const handleConnect = connectHandler({ switch: c.switch, logger: log, protocol: proto, peerOf });
 
     function onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
       stream.on('error', () => {});
@@ -189,44 +170,7 @@ export function hboneServer(init: HboneServerInit) {
         void onPost(stream, headers, { address: sock?.remoteAddress ?? '', port: sock?.remotePort ?? 0 });
         return;
       }
-      const sock = stream.session?.socket;
-      const src = { address: sock?.remoteAddress ?? '', port: sock?.remotePort ?? 0 };
-      let req: StreamRequest;
-      try {
-        if (headers[':method'] !== 'CONNECT') throw new Error(`method ${String(headers[':method'])} is not CONNECT`);
-        if (headers[':path'] !== undefined || headers[':scheme'] !== undefined) throw new Error('extended CONNECT is not HBONE');
-        const authority = headers[':authority'];
-        if (typeof authority !== 'string') throw new Error('missing :authority');
-        const labels: Record<string, string> = {};
-        for (const h of KEPT_HEADERS) {
-          const v = headers[h];
-          if (typeof v === 'string') labels[h] = v;
-        }
-        const ac = new AbortController();
-        stream.once('close', () => ac.abort());
-        req = {
-          sid: newSid(),
-          target: parseTarget(authority),
-          protocol: proto,
-          source: src,
-          peer: peerOf(stream),
-          labels,
-          signal: ac.signal,
-        };
-      } catch (e) {
-        const err = toUgateError(e, ErrorCodes.BAD_REQUEST);
-        log.warn({ code: ErrorCodes.BAD_REQUEST, src: `${src.address}:${src.port}`, err: err.message }, 'hbone bad request');
-        return reply(stream, 400, err);
-      }
-      c.switch.open(req).then(
-        (opened) => {
-          if (stream.destroyed) return;
-          stream.respond({ ':status': 200 });
-          closeWhenReset(stream);
-          void c.switch.serve(req, stream, opened);
-        },
-        (err: UgateError) => reply(stream, hboneStatusFor(err), err),
-      );
+      handleConnect(stream, headers);
     }
 
     return {
