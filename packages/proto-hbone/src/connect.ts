@@ -1,5 +1,6 @@
-import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
+import type { ClientHttp2Session, ClientHttp2Stream, IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import {
+  codeFromText,
   ErrorCodes,
   type Logger,
   newSid,
@@ -8,7 +9,7 @@ import {
   type StreamRequest,
   type Switch,
   toUgateError,
-  type UgateError,
+  UgateError,
 } from '@ugate/core';
 import { closeWhenReset } from './keepalive.js';
 
@@ -81,4 +82,61 @@ export function connectHandler(c: { switch: Switch; logger: Logger; protocol: st
       (err: UgateError) => replyError(stream, hboneStatusFor(err), err),
     );
   };
+}
+
+/** HBONE status → error code (the inverse of what a server answers). */
+function codeForStatus(status: number): UgateError['code'] {
+  if (status === 400) return ErrorCodes.BAD_REQUEST;
+  if (status === 401 || status === 403) return ErrorCodes.POLICY_DENIED;
+  if (status === 504) return ErrorCodes.TIMEOUT;
+  return ErrorCodes.UNREACHABLE;
+}
+
+/**
+ * Send a request (CONNECT, or POST for POST mode / H2R) on a client session;
+ * resolve with the stream once answered 200, else reject with the mapped code.
+ * `onClose` runs once when the stream closes, whatever happened.
+ */
+export function openStream(
+  session: ClientHttp2Session,
+  headers: Record<string, string>,
+  what: string,
+  timeoutMs: number,
+  onClose?: () => void,
+): Promise<ClientHttp2Stream> {
+  const label = `hbone ${headers[':method']} ${what}`;
+  return new Promise((resolve, reject) => {
+    let stream: ClientHttp2Stream;
+    try {
+      stream = session.request(headers, { endStream: false });
+    } catch (e) {
+      onClose?.();
+      return reject(new UgateError(ErrorCodes.UNREACHABLE, `${label}: ${(e as Error).message}`, { cause: e }));
+    }
+    if (onClose) stream.once('close', onClose);
+    const timer = setTimeout(() => {
+      stream.close();
+      reject(new UgateError(ErrorCodes.TIMEOUT, `${label} timed out`));
+    }, timeoutMs);
+    stream.once('response', (h) => {
+      clearTimeout(timer);
+      const status = Number(h[':status']);
+      if (status === 200) {
+        closeWhenReset(stream);
+        return resolve(stream);
+      }
+      stream.close();
+      // A ugate peer names the far end's error code; any other peer gets the status mapping.
+      const code = codeFromText(String(h['x-ugate-error'] ?? '')) ?? codeForStatus(status);
+      reject(new UgateError(code, `${label}: status ${status}`));
+    });
+    stream.once('error', (e: Error) => {
+      clearTimeout(timer);
+      reject(new UgateError(ErrorCodes.UNREACHABLE, `${label}: ${e.message}`, { cause: e }));
+    });
+    stream.once('close', () => {
+      clearTimeout(timer);
+      reject(new UgateError(ErrorCodes.UNREACHABLE, `${label}: stream reset (${stream.rstCode})`));
+    });
+  });
 }

@@ -2,7 +2,6 @@ import { type ClientHttp2Session, type ClientHttp2Stream, connect as h2connect }
 import type { Duplex } from 'node:stream';
 import { type PeerCertificate, connect as tlsConnect } from 'node:tls';
 import {
-  codeFromText,
   type Dialer,
   ErrorCodes,
   formatTarget,
@@ -12,8 +11,9 @@ import {
   UgateError,
   type Upstream,
 } from '@ugate/core';
+import { openStream } from './connect.js';
 import type { WorkloadCredentials } from './credentials.js';
-import { closeWhenReset, keepAlive } from './keepalive.js';
+import { keepAlive } from './keepalive.js';
 import { H2, h2Settings } from './settings.js';
 import { uriSans } from './spiffe.js';
 
@@ -38,14 +38,6 @@ interface Pooled {
   /** Streams reserved on this session (counted from the moment one is picked). */
   streams: number;
   dead: boolean;
-}
-
-/** HBONE status → error code (the inverse of what the server answers). */
-function codeForStatus(status: number): UgateError['code'] {
-  if (status === 400) return ErrorCodes.BAD_REQUEST;
-  if (status === 401 || status === 403) return ErrorCodes.POLICY_DENIED;
-  if (status === 504) return ErrorCodes.TIMEOUT;
-  return ErrorCodes.UNREACHABLE;
 }
 
 /**
@@ -175,41 +167,8 @@ export function hboneDialer(init: HboneDialerInit = {}) {
       headers: Record<string, string>,
       req: StreamRequest,
     ): Promise<ClientHttp2Stream> {
-      const what = `hbone ${headers[':method']} ${formatTarget(req.target)}`;
-      return new Promise((resolve, reject) => {
-        let stream: ClientHttp2Stream;
-        try {
-          stream = session.request(headers, { endStream: false });
-        } catch (e) {
-          p.streams--;
-          return reject(new UgateError(ErrorCodes.UNREACHABLE, `${what}: ${(e as Error).message}`, { cause: e }));
-        }
-        stream.once('close', () => p.streams--);
-        const timer = setTimeout(() => {
-          stream.close();
-          reject(new UgateError(ErrorCodes.TIMEOUT, `${what} timed out`));
-        }, timeout);
-        stream.once('response', (h) => {
-          clearTimeout(timer);
-          const status = Number(h[':status']);
-          if (status === 200) {
-            closeWhenReset(stream);
-            return resolve(stream);
-          }
-          stream.close();
-          // A ugate peer names the far end's error code; any other peer gets the status mapping.
-          const code = codeFromText(String(h['x-ugate-error'] ?? '')) ?? codeForStatus(status);
-          reject(new UgateError(code, `${what}: status ${status}`));
-        });
-        stream.once('error', (e: Error) => {
-          clearTimeout(timer);
-          reject(new UgateError(ErrorCodes.UNREACHABLE, `${what}: ${e.message}`, { cause: e }));
-        });
-        stream.once('close', () => {
-          clearTimeout(timer);
-          reject(new UgateError(ErrorCodes.UNREACHABLE, `${what}: stream reset (${stream.rstCode})`));
-        });
-      });
+      const opened = openStream(session, headers, formatTarget(req.target), timeout, () => p.streams--);
+      return opened;
     }
 
     async function onPooled(addr: Target, identity: string | undefined, req: StreamRequest): Promise<ClientHttp2Stream> {
