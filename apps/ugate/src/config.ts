@@ -102,12 +102,19 @@ export const configSchema = z.strictObject({
       listen: address,
       /** Which peers may connect: trust domains and namespaces; default = our own. `*` = any. */
       accept: z.strictObject({ trustDomains: z.array(z.string()).optional(), namespaces: z.array(z.string()).optional() }).optional(),
+      /** Accept reversed connections (H2R): principal (`td/ns/NS/sa/SA`) → names it may register. */
+      h2r: z.record(z.string(), z.array(z.string())).optional(),
       /** Accept POST mode: tokens signed by a key in `jwksFile`, for `issuer` and `audience`. */
       post: z.strictObject({ issuer: z.string(), audience: z.string(), jwksFile: z.string() }).optional(),
     })
     .nullable()
     .default({ listen: '0.0.0.0:15008' }),
   hbonec: z.strictObject({ listen: address }).nullable().default(null),
+  /** Keep a reversed HTTP/2 connection (H2R) to an HBONE gateway and register our names there. */
+  h2r: z
+    .strictObject({ gateway: z.strictObject({ address, identity: spiffe.optional() }) })
+    .nullable()
+    .default(null),
   /** SNI gateway (Istio east-west style, TLS not terminated); off unless configured. */
   sni: z.strictObject({ listen: address }).nullable().default(null),
   socks: z.strictObject({ listen: address, users }).nullable().default({ listen: '127.0.0.1:15080' }),

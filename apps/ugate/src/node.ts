@@ -15,7 +15,7 @@ import {
   Switch,
   silentLogger,
 } from '@ugate/core';
-import { findIstioCredentials, hboneDialer, hboneServer, sniGateway, WorkloadCredentials } from '@ugate/proto-hbone';
+import { findIstioCredentials, h2rNode, hboneDialer, hboneServer, sniGateway, WorkloadCredentials } from '@ugate/proto-hbone';
 import { httpProxy } from '@ugate/proto-http';
 import { socks } from '@ugate/proto-socks';
 import { type SshCarrier, type SshServer, sshCarrier, sshServer } from '@ugate/proto-ssh';
@@ -113,6 +113,7 @@ export function createNode(input: ConfigInput | Config, opts: NodeOptions = {}):
         hboneServer({
           listen: config.hbone.listen,
           credentials: workload,
+          h2r: config.hbone.h2r && { allowed: config.hbone.h2r },
           post: config.hbone.post && {
             issuer: config.hbone.post.issuer,
             audience: config.hbone.post.audience,
@@ -126,6 +127,15 @@ export function createNode(input: ConfigInput | Config, opts: NodeOptions = {}):
   } else if (input && (input as { hbone?: unknown }).hbone) {
     log.warn({ code: 'UGATE_ERR_CONFIG' }, 'hbone is configured but there are no workload credentials (workload.certDir); HBONE is off');
   }
+  const h2r =
+    workload && config.h2r
+      ? h2rNode({
+          gateway: { address: parseTarget(config.h2r.gateway.address), identity: config.h2r.gateway.identity },
+          names,
+          credentials: workload,
+        })(components)
+      : undefined;
+  if (config.h2r && !workload) log.warn({ code: 'UGATE_ERR_CONFIG' }, 'h2r needs workload credentials (workload.certDir); H2R is off');
   const hc = hboneDialer({ connectTimeoutMs: config.limits.connectTimeoutMs })(components);
   sw.addDialer(hc);
   closers.push(() => hc.close());
@@ -148,6 +158,7 @@ export function createNode(input: ConfigInput | Config, opts: NodeOptions = {}):
     async start() {
       carrier?.start();
       workload?.watch();
+      h2r?.start();
       try {
         for (const l of listeners) await l.listen();
         if (config.admin) admin = await startAdmin(node, config.admin.listen);
@@ -168,6 +179,7 @@ export function createNode(input: ConfigInput | Config, opts: NodeOptions = {}):
       await sshSrv?.disconnect();
       await carrier?.stop();
       workload?.stop();
+      await h2r?.stop();
       for (const close of closers) close();
       await new Promise<void>((resolve) => (admin ? admin.close(() => resolve()) : resolve()));
       admin?.closeAllConnections();

@@ -260,10 +260,32 @@ export function hboneDialer(init: HboneDialerInit = {}) {
       });
     }
 
+    /** The outer request of H2R: `POST /h2r` naming what to register; the answered stream is the reversed connection. */
+    async function h2rRequest(req: StreamRequest, up: Upstream): Promise<ClientHttp2Stream> {
+      const addr = up.address!;
+      const p = sessionFor(addr, up.identity);
+      let session: ClientHttp2Session;
+      try {
+        session = await p.ready;
+      } catch (e) {
+        p.streams--;
+        throw e;
+      }
+      const headers = {
+        ':method': 'POST',
+        ':path': '/h2r',
+        ':scheme': 'https',
+        ':authority': formatTarget(addr),
+        'x-h2r-names': up.options?.names ?? '',
+      };
+      return respond(p, session, headers, req);
+    }
+
     return {
       carrier: creds ? 'hbone' : 'hbonec',
       async dial(req: StreamRequest, up: Upstream) {
         if (up.options?.mode === 'post') return postMode(req, up);
+        if (up.options?.mode === 'h2r') return h2rRequest(req, up);
         if (up.gateway) return doubleHbone(req, up, up.gateway);
         if (!up.address) throw new UgateError(ErrorCodes.NO_ROUTE, `hbone route for ${formatTarget(req.target)} has no address`);
         return onPooled(up.address, up.identity, req);

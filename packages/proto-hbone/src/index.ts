@@ -3,6 +3,7 @@ export * from './client-hello.js';
 export * from './connect.js';
 export * from './credentials.js';
 export * from './dialer.js';
+export * from './h2r.js';
 export * from './server.js';
 export * from './settings.js';
 export * from './sni.js';

@@ -24,6 +24,7 @@ import {
 } from '@ugate/core';
 import { connectHandler, hboneStatusFor, replyError } from './connect.js';
 import type { Credentials, WorkloadCredentials } from './credentials.js';
+import { type H2rGatewayInit, h2rGateway } from './h2r.js';
 import { closeWhenReset, keepAlive } from './keepalive.js';
 import { acceptInnerTls, type PostModeInit, tokenVerifier } from './post.js';
 import { H2, h2Settings } from './settings.js';
@@ -43,6 +44,8 @@ export interface HboneServerInit {
   pingTimeoutMs?: number;
   /** Accept POST mode (JWT + inner mTLS); needs `credentials` for the inner session. */
   post?: PostModeInit;
+  /** Accept reversed connections (H2R, `POST /h2r`): which principal may register which names. */
+  h2r?: H2rGatewayInit;
 }
 
 export interface HboneServerComponents {
@@ -163,8 +166,22 @@ export function hboneServer(init: HboneServerInit) {
 
     const handleConnect = connectHandler({ switch: c.switch, logger: log, protocol: proto, peerOf });
 
+    const h2r = init.h2r && creds ? h2rGateway(init.h2r, { router: c.switch.router, logger: log }) : undefined;
+    if (h2r) c.switch.addDialer(h2r.dialer);
+
     function onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
       stream.on('error', () => {});
+      if (h2r && headers[':method'] === 'POST' && headers[':path'] === '/h2r') {
+        try {
+          const id = certIdentity((stream.session?.socket as TLSSocket).getPeerCertificate().subjectaltname);
+          h2r.accept(stream, principalOf(id), headers['x-h2r-names'] as string | undefined);
+        } catch (e) {
+          const err = toUgateError(e, ErrorCodes.BAD_REQUEST);
+          log.warn({ code: err.code, err: err.message }, 'h2r registration refused');
+          replyError(stream, hboneStatusFor(err), err);
+        }
+        return;
+      }
       if (headers[':method'] === 'POST' && init.post) {
         const sock = stream.session?.socket;
         void onPost(stream, headers, { address: sock?.remoteAddress ?? '', port: sock?.remotePort ?? 0 });
