@@ -173,7 +173,8 @@ export function hboneServer(init: HboneServerInit) {
       stream.on('error', () => {});
       if (h2r && headers[':method'] === 'POST' && headers[':path'] === '/h2r') {
         try {
-          const id = certIdentity((stream.session?.socket as TLSSocket).getPeerCertificate().subjectaltname);
+          const sock = stream.session?.socket as TLSSocket | undefined;
+          const id = certIdentity(sock?.getPeerCertificate().subjectaltname);
           h2r.accept(stream, principalOf(id), headers['x-h2r-names'] as string | undefined);
         } catch (e) {
           const err = toUgateError(e, ErrorCodes.BAD_REQUEST);
