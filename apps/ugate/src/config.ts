@@ -82,6 +82,8 @@ export const configSchema = z.strictObject({
         to: z.array(pattern).optional(),
         from: z.array(z.string()).optional(),
         protocols: z.array(z.string()).optional(),
+        namespaces: z.array(z.string()).optional(),
+        sources: z.array(z.string()).optional(),
       }),
     )
     .default([]),

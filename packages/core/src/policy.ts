@@ -1,3 +1,4 @@
+import { BlockList, isIP } from 'node:net';
 import { ErrorCodes, UgateError } from './errors.js';
 import { type HostPattern, matchHost, parseHostPattern } from './pattern.js';
 import { formatTarget } from './target.js';
@@ -14,6 +15,10 @@ export interface PolicyRuleInit {
   from?: string[];
   /** Accepting protocols (`socks5`, `http-connect`, `ssh-direct`, …). Empty = any. */
   protocols?: string[];
+  /** Source namespaces, from SPIFFE principals `td/ns/<ns>/sa/<sa>`. Empty = any. */
+  namespaces?: string[];
+  /** Source addresses: IPs or CIDRs (`10.0.0.0/8`, `fd00::/64`). Empty = any. */
+  sources?: string[];
 }
 
 interface Rule {
@@ -21,7 +26,27 @@ interface Rule {
   readonly to: HostPattern[];
   readonly from: readonly string[];
   readonly protocols: readonly string[];
+  readonly namespaces: readonly string[];
+  readonly sources: BlockList | undefined;
   readonly index: number;
+}
+
+function blockList(cidrs: string[] | undefined): BlockList | undefined {
+  if (!cidrs?.length) return undefined;
+  const b = new BlockList();
+  for (const c of cidrs) {
+    const [addr, bits] = c.split('/');
+    const type = isIP(addr ?? '') === 6 ? 'ipv6' : 'ipv4';
+    if (!isIP(addr ?? '')) throw new UgateError(ErrorCodes.CONFIG, `policy source ${JSON.stringify(c)} is not an IP or CIDR`);
+    if (bits === undefined) b.addAddress(addr!, type);
+    else b.addSubnet(addr!, Number(bits), type);
+  }
+  return b;
+}
+
+/** The namespace of a SPIFFE-style principal `td/ns/<ns>/sa/<sa>`. */
+function namespaceOf(principal: string): string | undefined {
+  return /^[^/]+\/ns\/([^/]+)\/sa\/[^/]+$/.exec(principal)?.[1];
 }
 
 /**
@@ -42,6 +67,8 @@ export class Policy {
       to: (r.to ?? []).map(parseHostPattern),
       from: r.from ?? [],
       protocols: r.protocols ?? [],
+      namespaces: r.namespaces ?? [],
+      sources: blockList(r.sources),
       index,
     }));
   }
@@ -64,6 +91,11 @@ function denied(req: StreamRequest, why: string): UgateError {
 function matches(r: Rule, req: StreamRequest): boolean {
   if (r.to.length > 0 && !r.to.some((p) => matchHost(p, req.target))) return false;
   if (r.protocols.length > 0 && !r.protocols.includes(req.protocol)) return false;
+  if (r.namespaces.length > 0 && !req.peer.principals.some((p) => r.namespaces.includes(namespaceOf(p) ?? ''))) return false;
+  if (r.sources) {
+    const a = req.source.address.replace(/^::ffff:/, '');
+    if (!isIP(a) || !r.sources.check(a, isIP(a) === 6 ? 'ipv6' : 'ipv4')) return false;
+  }
   if (r.from.length > 0) {
     const names = new Set<string>(req.peer.principals);
     if (req.peer.id) names.add(req.peer.id);

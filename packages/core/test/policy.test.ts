@@ -136,3 +136,29 @@ describe('Policy', () => {
     expect(() => p.authorize(req('y.test:9', peers.local))).toThrow('local → y.test:9 denied');
   });
 });
+
+describe('policy: namespaces and source addresses (Istio-style)', () => {
+  const req = (principals: string[], address: string) => ({
+    sid: 's',
+    target: { host: 'svc.mesh', port: 8080 },
+    protocol: 'hbone',
+    source: { address, port: 1 },
+    peer: { kind: 'spiffe' as const, principals },
+  });
+  it('denies by source namespace and allows others', () => {
+    const p = new Policy([{ action: 'deny', namespaces: ['untrusted'] }]);
+    expect(() => p.authorize(req(['cluster.local/ns/untrusted/sa/x'], '10.0.0.1'))).toThrow(/deny rule #0/);
+    p.authorize(req(['cluster.local/ns/prod/sa/x'], '10.0.0.1'));
+  });
+  it('allows only listed CIDRs (IPv4, IPv6, v4-mapped) on a destination port', () => {
+    const p = new Policy([{ action: 'allow', sources: ['127.0.0.0/8', 'fd00::/64'], to: ['*:8080'] }]);
+    p.authorize(req([], '127.0.0.9'));
+    p.authorize(req([], '::ffff:127.0.0.1'));
+    p.authorize(req([], 'fd00::1'));
+    expect(() => p.authorize(req([], '192.0.2.1'))).toThrow(/no allow rule matched/);
+    expect(() => p.authorize({ ...req([], '127.0.0.1'), target: { host: 'svc.mesh', port: 9090 } })).toThrow(/no allow rule matched/);
+  });
+  it('rejects a malformed CIDR at construction', () => {
+    expect(() => new Policy([{ action: 'allow', sources: ['nope/8'] }])).toThrow(/not an IP or CIDR/);
+  });
+});

@@ -125,7 +125,7 @@ export function hboneServer(init: HboneServerInit) {
       const sock = stream.session?.socket as TLSSocket | undefined;
       if (!creds || !sock?.getPeerCertificate) return { kind: 'anonymous', principals: [] };
       const id = certIdentity(sock.getPeerCertificate().subjectaltname);
-      return { kind: 'spiffe', principals: [principalOf(id), `ns/${id.namespace}`] };
+      return { kind: 'spiffe', principals: [principalOf(id)] };
     }
 
     const checkToken = init.post ? tokenVerifier(init.post) : undefined;
@@ -150,7 +150,7 @@ export function hboneServer(init: HboneServerInit) {
           target,
           protocol: 'hbone-post',
           source: src,
-          peer: { kind: 'spiffe', principals: [principalOf(peer), `ns/${peer.namespace}`, ...(claims.sub ? [`jwt:${claims.sub}`] : [])] },
+          peer: { kind: 'spiffe', principals: [principalOf(peer), ...(claims.sub ? [`jwt:${claims.sub}`] : [])] },
         };
         c.switch.open(req).then(
           (opened) => void c.switch.serve(req, socket, opened),
