@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect as h2connect } from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
 import { direct, type Listener, makeTarget, newSid, Policy, Router, Switch, silentLogger } from '@ugate/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../../test/support/proc.js';
@@ -134,6 +135,64 @@ describe('hbone dialer ↔ hbone server (mTLS)', () => {
       }),
     );
     d.close();
+  });
+
+  it('server: rotated certificate files are used for new handshakes; live streams continue', async () => {
+    const sc = await creds('srot', 'default', 'server');
+    sc.watch(50);
+    const sw = new Switch({
+      router: new Router({ routes: [{ match: '*', carrier: 'direct' }] }),
+      policy: new Policy(),
+      dialers: [direct()],
+      logger: silentLogger,
+    });
+    const srv = hboneServer({ listen: '127.0.0.1:0', credentials: sc })({ switch: sw, logger: silentLogger });
+    await srv.listen();
+    const port2 = Number(srv.addresses()[0]!.split(':').pop());
+    const fingerprint = async () => {
+      const c = await creds('probe', 'default', 'probe');
+      const sock = tlsConnect({
+        host: '127.0.0.1',
+        port: port2,
+        ca: c.current.ca,
+        cert: c.current.cert,
+        key: c.current.key,
+        ALPNProtocols: ['h2'],
+        checkServerIdentity: () => undefined,
+      });
+      const fp = await new Promise<string>((resolve, reject) => {
+        sock.once('secureConnect', () => resolve(sock.getPeerCertificate().fingerprint256));
+        sock.once('error', reject);
+      });
+      sock.destroy();
+      return fp;
+    };
+    const before = await fingerprint();
+    const cl = client(await creds('srot-client', 'default', 'srot-client'));
+    const sw2 = new Switch({
+      router: new Router({ routes: [{ match: '*', carrier: 'hbone', address: `127.0.0.1:${port2}` }] }),
+      policy: new Policy(),
+      dialers: [cl.d],
+      logger: silentLogger,
+    });
+    const { stream } = await sw2.open({
+      sid: newSid(),
+      target: makeTarget('127.0.0.1', sink.port),
+      protocol: 'test',
+      source: { address: '127.0.0.1', port: 1 },
+      peer: { kind: 'local', principals: [] },
+    });
+    const reply = readAll(stream);
+    stream.write(randomBytes(1000));
+    const leaf = await issueWorkloadCert(ca, { trustDomain: TD, namespace: 'default', serviceAccount: 'server' });
+    writeFileSync(join(dir, 'srot', 'tls.key'), leaf.keyPem);
+    writeFileSync(join(dir, 'srot', 'tls.crt'), leaf.certPem);
+    await waitFor(async () => (await fingerprint()) !== before, 5000, 'new server certificate in handshakes');
+    stream.end(randomBytes(1000));
+    expect((await reply).toString()).toHaveLength(64);
+    cl.d.close();
+    sc.stop();
+    await srv.close();
   });
 
   it('picks up rotated credentials for new handshakes; live streams continue', async () => {
