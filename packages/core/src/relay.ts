@@ -25,7 +25,9 @@ const noop = () => {};
  */
 export function abortStream(s: Duplex, err?: Error): void {
   s.on('error', noop);
-  if (s instanceof Socket && !s.destroyed && s.readyState !== 'opening') s.resetAndDestroy();
+  // libuv refuses an RST while our FIN is being sent (EINVAL, and node then leaves the handle open —
+  // the SSH compliance suite's client-abort case hit this): after end(), just close.
+  if (s instanceof Socket && !s.destroyed && s.readyState !== 'opening' && !s.writableEnded) s.resetAndDestroy();
   else s.destroy(err);
 }
 

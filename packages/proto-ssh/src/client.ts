@@ -162,6 +162,8 @@ export function sshCarrier(init: SshCarrierInit) {
         keepaliveCountMax: init.keepaliveCountMax ?? 3,
         readyTimeout: 10_000,
       });
+      // ssh2 leaves Nagle on; small channel open/close packets then wait for ACKs (opens/s ×2.5 without it).
+      client.setNoDelay(true);
       // (connect() creates the table, so this follows it.) ssh2's client accepts forwarded-tcpip only for exact bind address:port pairs it
       // requested. ugate registers names (port 0) and the gateway forwards name:servicePort,
       // so answer for any port of a registered name.

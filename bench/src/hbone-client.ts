@@ -1,0 +1,89 @@
+/**
+ * ugate's HBONE client for the HBONE benchmark, in its own process: @ugate/proto-hbone's
+ * `hboneDialer` used directly (no switch, no listener), shaped like the Go peer's client mode.
+ *
+ *   stream: stdin → one CONNECT stream → stdout (exit 0 on the response's clean end), like
+ *           `hbone-go client`
+ *     node hbone-client.js --connect 127.0.0.1:15008 --authority 127.0.0.1:9000 --certs DIR --expect-identity spiffe://…
+ *   opens:  N short streams (open, 1-byte echo, close) `--concurrency` at a time over one HTTP/2
+ *           session; prints one JSON line
+ *     node hbone-client.js … --opens 5000 --concurrency 32
+ *   --raw:  the same over plain TCP to the authority (reference: what the pipe and the loop cost alone)
+ */
+import type { Socket } from 'node:net';
+import { parseArgs } from 'node:util';
+import { parseTarget, type StreamRequest, silentLogger, type Upstream } from '@ugate/core';
+import { hboneDialer, WorkloadCredentials } from '@ugate/proto-hbone';
+import { opens } from './measure.js';
+import { tcpConnect } from './socks5.js';
+
+const { values: a } = parseArgs({
+  options: {
+    connect: { type: 'string' },
+    authority: { type: 'string' },
+    certs: { type: 'string' },
+    'expect-identity': { type: 'string' },
+    raw: { type: 'boolean', default: false },
+    opens: { type: 'string' },
+    concurrency: { type: 'string', default: '32' },
+  },
+});
+
+function die(msg: string): never {
+  process.stderr.write(`hbone-client: ${msg}\n`);
+  process.exit(1);
+}
+
+if (!a.authority) die('--authority is required');
+if (!a.raw && (!a.connect || !a.certs)) die('--connect and --certs are required (or --raw)');
+
+const target = parseTarget(a.authority);
+const dialer = a.raw
+  ? undefined
+  : hboneDialer({ credentials: new WorkloadCredentials(a.certs!), maxStreamsPerSession: 1000 })({ logger: silentLogger });
+const req: StreamRequest = {
+  sid: 'bench',
+  target,
+  protocol: 'bench',
+  source: { address: '127.0.0.1', port: 0 },
+  peer: { kind: 'local', principals: [] },
+};
+const up: Upstream | undefined = a.connect
+  ? { carrier: 'hbone', address: parseTarget(a.connect), identity: a['expect-identity'], reason: 'bench' }
+  : undefined;
+
+/** One stream to the authority: an HBONE CONNECT stream, or (--raw) a TCP connection. */
+function open(): Promise<Socket> {
+  if (!dialer) return tcpConnect(target);
+  // Only the Duplex half of Socket is used (write, end, data, close): an HTTP/2 stream is one.
+  return dialer.dial(req, up!) as Promise<unknown> as Promise<Socket>;
+}
+
+if (a.opens) {
+  const n = Number(a.opens);
+  // The session (TLS handshake) is set up before the clock starts, as a long-lived client would have it.
+  const first = await open();
+  const c0 = process.cpuUsage();
+  const r = await opens(open, n, Number(a.concurrency), 10_000);
+  const c = process.cpuUsage(c0);
+  const sessions = dialer?.sessions() ?? 0;
+  first.destroy();
+  process.stdout.write(`${JSON.stringify({ ...r, sessions, cpuSeconds: (c.user + c.system) / 1e6 })}\n`);
+  dialer?.close();
+  process.exit(r.failed ? 2 : 0);
+} else {
+  let s: Socket;
+  try {
+    s = await open();
+  } catch (e) {
+    die(`open: ${(e as Error).message}`);
+  }
+  s.on('error', (e: Error) => die(`stream: ${e.message}`));
+  process.stdin.pipe(s);
+  s.pipe(process.stdout);
+  s.once('end', () => {
+    // stdout is a pipe: writes are synchronous on Linux, everything is out.
+    dialer?.close();
+    process.exit(0);
+  });
+}
