@@ -109,7 +109,7 @@ export class Switch {
       return { stream, upstream };
     } catch (e) {
       const err = toUgateError(e);
-      this.#access(req, upstream, { bytesAtoB: 0, bytesBtoA: 0, durationMs: 0, error: err });
+      this.#access(req, upstream, { bytesAtoB: 0, bytesBtoA: 0, durationMs: 0, error: err }, true);
       throw err;
     }
   }
@@ -165,6 +165,7 @@ export class Switch {
     req: StreamRequest,
     up: Upstream | undefined,
     s: { bytesAtoB: number; bytesBtoA: number; durationMs: number; error?: UgateError },
+    opening = false,
   ): void {
     const result = s.error?.code ?? 'ok';
     this.#m.streams.inc({ proto: req.protocol, carrier: up?.carrier ?? 'none', result });
@@ -188,6 +189,8 @@ export class Switch {
       err: s.error?.message,
     };
     if (s.error && s.error.code !== ErrorCodes.ABORTED) this.#log.warn(line, 'stream');
+    // Aborted while still dialing (the client left): floods of these must not flood the log.
+    else if (s.error && opening) this.#log.debug(line, 'stream');
     else this.#log.info(line, 'stream');
   }
 }

@@ -1,10 +1,12 @@
 import { type ClientHttp2Session, createServer as createH2Server, connect as h2connect, type ServerHttp2Stream } from 'node:http2';
 import type { Duplex } from 'node:stream';
+import { type PeerCertificate, connect as tlsConnect } from 'node:tls';
 import { type Dialer, ErrorCodes, formatTarget, type Logger, type Router, type Switch, type Target, UgateError } from '@ugate/core';
 import { connectHandler, openStream } from './connect.js';
 import type { WorkloadCredentials } from './credentials.js';
 import { hboneDialer } from './dialer.js';
 import { h2Settings } from './settings.js';
+import { uriSans } from './spiffe.js';
 
 /**
  * H2R — reverse HTTP/2, the form that passes through ordinary HTTP/2 proxies:
@@ -28,20 +30,21 @@ export function h2rGateway(init: H2rGatewayInit, c: { router: Router; logger: Lo
   let seq = 0;
   const log = c.logger.child({ component: 'h2r' });
 
-  /** Handle a `POST /h2r` from an authenticated peer; returns the names registered, or throws. */
-  function accept(stream: ServerHttp2Stream, principal: string, namesHeader: string | undefined): string[] {
-    const names = (namesHeader ?? '')
-      .split(',')
-      .map((n) => n.trim().toLowerCase())
-      .filter(Boolean);
-    const may = new Set((init.allowed[principal] ?? []).map((n) => n.toLowerCase()));
-    const denied = names.filter((n) => !may.has(n));
+  /** Names `principal` asks for (all it may register when `asked` is empty); throws when any is not allowed. */
+  function check(principal: string, asked: string[]): string[] {
+    const may = (init.allowed[principal] ?? []).map((n) => n.toLowerCase());
+    const names = asked.length > 0 ? asked : may;
+    const denied = names.filter((n) => !may.includes(n));
     if (names.length === 0 || denied.length > 0) {
       throw new UgateError(ErrorCodes.POLICY_DENIED, `${principal} may not register ${denied.join(', ') || '(no names)'}`);
     }
-    stream.respond({ ':status': 200 });
+    return names;
+  }
+
+  /** Run an HTTP/2 client session over the reversed transport and register `names` while it lives. */
+  function reverse(transport: Duplex, principal: string, names: string[]): void {
     const key = `h2r${++seq}`;
-    const session = h2connect('http://h2r.invalid', { createConnection: () => stream as unknown as Duplex, settings: h2Settings(false) });
+    const session = h2connect('http://h2r.invalid', { createConnection: () => transport, settings: h2Settings(false) });
     session.on('error', () => {});
     const undo: (() => void)[] = [];
     session.once('connect', () => {
@@ -54,10 +57,28 @@ export function h2rGateway(init: H2rGatewayInit, c: { router: Router; logger: Lo
       for (const u of undo.splice(0)) u();
     };
     session.once('close', drop);
-    stream.once('close', () => {
+    transport.once('close', () => {
       drop();
       session.destroy();
     });
+  }
+
+  /** POST form: `POST /h2r` with `x-h2r-names`, from an authenticated peer. Throws when refused. */
+  function accept(stream: ServerHttp2Stream, principal: string, namesHeader: string | undefined): string[] {
+    const asked = (namesHeader ?? '')
+      .split(',')
+      .map((n) => n.trim().toLowerCase())
+      .filter(Boolean);
+    const names = check(principal, asked.length > 0 ? asked : ['']);
+    stream.respond({ ':status': 200 });
+    reverse(stream as unknown as Duplex, principal, names);
+    return names;
+  }
+
+  /** ALPN form: a TLS connection negotiated as `h2r`; registers every name the principal may. */
+  function acceptSocket(socket: Duplex, principal: string): string[] {
+    const names = check(principal, []);
+    reverse(socket, principal, names);
     return names;
   }
 
@@ -69,7 +90,7 @@ export function h2rGateway(init: H2rGatewayInit, c: { router: Router; logger: Lo
       return openStream(session, { ':method': 'CONNECT', ':authority': formatTarget(req.target) }, formatTarget(req.target), 10_000);
     },
   };
-  return { accept, dialer, sessions: () => sessions.size };
+  return { accept, acceptSocket, dialer, sessions: () => sessions.size };
 }
 
 export interface H2rNodeInit {
@@ -78,6 +99,8 @@ export interface H2rNodeInit {
   /** Names to register. */
   names: string[];
   credentials: WorkloadCredentials;
+  /** `post` (default; passes through HTTP/2 proxies) or `alpn` (TLS negotiated as `h2r`). */
+  mode?: 'post' | 'alpn';
   backoff?: { initialMs?: number; maxMs?: number };
 }
 
@@ -99,23 +122,58 @@ export function h2rNode(init: H2rNodeInit) {
     let onUp: (() => void) | undefined;
     let up = false;
 
+    /** ALPN form: a TLS connection negotiated as `h2r` is itself the reversed transport. */
+    function alpnTransport(): Promise<Duplex> {
+      const cur = init.credentials.current;
+      const { host, port } = init.gateway.address;
+      return new Promise((resolve, reject) => {
+        const sock = tlsConnect({
+          host,
+          port,
+          key: cur.key,
+          cert: cur.cert,
+          ca: cur.ca,
+          minVersion: 'TLSv1.3',
+          ALPNProtocols: ['h2r'],
+          servername: '',
+          checkServerIdentity: (_h: string, cert: PeerCertificate) =>
+            !init.gateway.identity || uriSans(cert.subjectaltname).includes(init.gateway.identity)
+              ? undefined
+              : new UgateError(ErrorCodes.AUTH, `gateway is not ${init.gateway.identity}`),
+        });
+        sock.once('error', reject);
+        sock.once('secureConnect', () => {
+          if (sock.alpnProtocol !== 'h2r') {
+            sock.destroy();
+            return reject(new UgateError(ErrorCodes.UNSUPPORTED, 'gateway does not offer h2r'));
+          }
+          sock.off('error', reject);
+          sock.on('error', () => {});
+          resolve(sock);
+        });
+      });
+    }
+
     async function once(): Promise<void> {
-      const stream = await dialer.dial(
-        {
-          sid: 'h2r',
-          target: init.gateway.address,
-          protocol: 'h2r',
-          source: { address: '', port: 0 },
-          peer: { kind: 'local', principals: [] },
-        },
-        {
-          carrier: 'hbone',
-          address: init.gateway.address,
-          identity: init.gateway.identity,
-          options: { mode: 'h2r', names: init.names.join(',') },
-          reason: 'h2r',
-        },
-      );
+      const stream =
+        init.mode === 'alpn'
+          ? await alpnTransport()
+          : await dialer.dial(
+              {
+                sid: 'h2r',
+                target: init.gateway.address,
+                protocol: 'h2r',
+                source: { address: '', port: 0 },
+                peer: { kind: 'local', principals: [] },
+              },
+              {
+                carrier: 'hbone',
+                address: init.gateway.address,
+                identity: init.gateway.identity,
+                options: { mode: 'h2r', names: init.names.join(',') },
+                reason: 'h2r',
+              },
+            );
       current = stream;
       const server = createH2Server({ settings: h2Settings(true) });
       server.on('stream', (s: ServerHttp2Stream, h) => handle(s, h));

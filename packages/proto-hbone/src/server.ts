@@ -3,6 +3,7 @@ import {
   createServer,
   type Http2Server,
   type Http2Session,
+  constants as h2constants,
   type IncomingHttpHeaders,
   type SecureServerOptions,
   type ServerHttp2Stream,
@@ -42,6 +43,8 @@ export interface HboneServerInit {
   acceptPeer?: (peer: SpiffeId, ours: SpiffeId) => boolean;
   pingIntervalMs?: number;
   pingTimeoutMs?: number;
+  /** TLS handshake deadline. Default 10 s (node's own is 120 s). */
+  handshakeTimeoutMs?: number;
   /** Accept POST mode (JWT + inner mTLS); needs `credentials` for the inner session. */
   post?: PostModeInit;
   /** Accept reversed connections (H2R, `POST /h2r`): which principal may register which names. */
@@ -69,10 +72,12 @@ export function hboneServer(init: HboneServerInit) {
     const bind = parseListen(init.listen ?? (creds ? '0.0.0.0:15008' : '127.0.0.1:15009'));
     const acceptPeer = init.acceptPeer ?? ((peer, ours) => peer.trustDomain === ours.trustDomain);
     const options = {
-      settings: h2Settings(true),
+      // 16 KiB of headers is plenty for CONNECT; node would otherwise accept ~7 MiB per stream.
+      settings: { ...h2Settings(true), maxHeaderListSize: 16 * 1024 },
       maxSessionMemory: 64,
-      // CONNECT floods: bound what one session may queue before we answer.
       maxOutstandingPings: 10,
+      // An `h2r` connection is handed over through 'unknownProtocol'; node would destroy it after 10 s.
+      ...(init.h2r ? { unknownProtocolTimeout: 2 ** 31 - 1 } : {}),
     };
     const server: Http2Server = creds
       ? createSecureServer({
@@ -80,6 +85,7 @@ export function hboneServer(init: HboneServerInit) {
           ...tlsOptions(creds.current),
           requestCert: true,
           rejectUnauthorized: true,
+          handshakeTimeout: init.handshakeTimeoutMs ?? 10_000,
           minVersion: 'TLSv1.3',
           ALPNProtocols: ['h2'],
           allowHTTP1: false,
@@ -104,20 +110,42 @@ export function hboneServer(init: HboneServerInit) {
         }
       });
       server.on('tlsClientError', (err: Error, sock: TLSSocket) => {
+        const timedOut = (err as { code?: string }).code === 'ERR_TLS_HANDSHAKE_TIMEOUT';
         log.warn(
-          { code: ErrorCodes.AUTH, src: `${sock.remoteAddress}:${sock.remotePort}`, err: err.message },
+          { code: timedOut ? ErrorCodes.TIMEOUT : ErrorCodes.AUTH, src: `${sock.remoteAddress}:${sock.remotePort}`, err: err.message },
           'hbone TLS handshake failed',
         );
       });
     }
     server.on('sessionError', (err: Error) => log.debug({ code: ErrorCodes.BAD_REQUEST, err: err.message }, 'hbone session error'));
+    const RESET_LIMIT = 100;
+    const RESET_WINDOW_MS = 10_000;
     server.on('session', (session: Http2Session) => {
+      const src = `${session.socket?.remoteAddress}:${session.socket?.remotePort}`;
       session.setLocalWindowSize(H2.connectionWindow);
       session.on('error', () => {});
       keepAlive(session, init.pingIntervalMs ?? H2.pingIntervalMs, init.pingTimeoutMs ?? H2.pingTimeoutMs, () => {
-        log.warn({ code: ErrorCodes.TIMEOUT }, 'hbone peer stopped answering PINGs');
+        log.warn({ code: ErrorCodes.TIMEOUT, src }, 'hbone peer stopped answering PINGs');
         session.destroy();
       });
+      // "Rapid reset": streams the peer cancels before we answer cost a dial each. Beyond a
+      // budget per window, end the session (node's own limit stops reading but keeps the socket).
+      let early = 0;
+      let since = Date.now();
+      session.on('stream', (st: ServerHttp2Stream) =>
+        st.once('close', () => {
+          if (st.headersSent || session.destroyed) return;
+          if (Date.now() - since > RESET_WINDOW_MS) {
+            early = 0;
+            since = Date.now();
+          }
+          if (++early > RESET_LIMIT) {
+            log.warn({ code: ErrorCodes.BAD_REQUEST, src, early }, 'hbone peer resets streams before they open; closing the session');
+            session.goaway(h2constants.NGHTTP2_ENHANCE_YOUR_CALM);
+            session.destroy();
+          }
+        }),
+      );
     });
     server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => onStream(stream, headers));
 
@@ -167,7 +195,33 @@ export function hboneServer(init: HboneServerInit) {
     const handleConnect = connectHandler({ switch: c.switch, logger: log, protocol: proto, peerOf });
 
     const h2r = init.h2r && creds ? h2rGateway(init.h2r, { router: c.switch.router, logger: log }) : undefined;
-    if (h2r) c.switch.addDialer(h2r.dialer);
+    if (h2r) {
+      c.switch.addDialer(h2r.dialer);
+      // ALPN form of H2R: node's http2 server would start a server session on any ALPN but
+      // http/1.1, so an `h2r` connection is marked as "no ALPN" first and handed over by
+      // the 'unknownProtocol' event instead.
+      // node's http2 server fixes its ALPN list to ['h2'] and setSecureContext() does not change it;
+      // the tls.Server keeps the wire-format list in `ALPNProtocols`, which is what OpenSSL is given.
+      const alpn = server as unknown as { ALPNProtocols?: Buffer };
+      if (Buffer.isBuffer(alpn.ALPNProtocols)) alpn.ALPNProtocols = Buffer.from('\x02h2\x03h2r', 'latin1');
+      else log.warn({ code: ErrorCodes.UNSUPPORTED }, 'cannot offer ALPN h2r on this node version; only the POST form of H2R works');
+      const reversed = new WeakSet<TLSSocket>();
+      server.prependListener('secureConnection', (sock: TLSSocket) => {
+        if (sock.alpnProtocol !== 'h2r' || sock.destroyed) return;
+        reversed.add(sock);
+        (sock as unknown as { alpnProtocol: string | false }).alpnProtocol = false;
+      });
+      server.on('unknownProtocol', (sock: TLSSocket) => {
+        if (!reversed.has(sock)) return sock.destroy();
+        if (sock.destroyed) return;
+        try {
+          h2r.acceptSocket(sock, principalOf(certIdentity(sock.getPeerCertificate().subjectaltname)));
+        } catch (e) {
+          log.warn({ code: toUgateError(e).code, err: (e as Error).message }, 'h2r registration refused');
+          sock.destroy();
+        }
+      });
+    }
 
     function onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
       stream.on('error', () => {});

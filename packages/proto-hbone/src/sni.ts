@@ -39,6 +39,7 @@ export function sniGateway(init: SniGatewayInit = {}) {
       let buf = Buffer.alloc(0);
       const reject = (code: string, why: string, alert?: number) => {
         sock.off('data', onData);
+        sock.off('end', onEnd);
         clearTimeout(timer);
         log.warn({ code, src }, why);
         closeGracefully(sock, alert === undefined ? undefined : tlsAlert(alert));

@@ -30,7 +30,7 @@ async function creds(sa: string): Promise<WorkloadCredentials> {
   return new WorkloadCredentials(join(dir, sa));
 }
 
-function node(c: WorkloadCredentials, names: string[]) {
+function node(c: WorkloadCredentials, names: string[], mode: 'post' | 'alpn' = 'post') {
   const sw = new Switch({
     router: new Router({ services: { 'bob.mesh.internal:8080': `127.0.0.1:${sink.port}` } }),
     policy: new Policy(),
@@ -43,6 +43,7 @@ function node(c: WorkloadCredentials, names: string[]) {
     gateway: { address: { host, port }, identity: `spiffe://${TD}/ns/mesh/sa/gateway` },
     names,
     credentials: c,
+    mode,
     backoff: { initialMs: 50, maxMs: 200 },
   })({
     switch: sw,
@@ -111,6 +112,53 @@ describe('H2R (POST form)', () => {
     await waitFor(() => !gwSw.router.registrations().some((r) => r.host === 'bob.mesh.internal'), 5000, 'unregistered');
     await expect(open()).rejects.toMatchObject({ code: 'UGATE_ERR_NO_ROUTE' });
     d.close();
+  });
+
+  it('ALPN form: a TLS connection negotiated as h2r registers the names the identity may have', async () => {
+    const bob = node(await creds('bob-alpn'), [], 'alpn');
+    // bob-alpn is not allowed anything yet: refused
+    bob.start();
+    await waitFor(
+      () => gwLog.lines.some((l) => l.msg === 'h2r registration refused' && /bob-alpn may not register/.test(String(l.fields.err))),
+      5000,
+      'refusal',
+    );
+    await bob.stop();
+  });
+
+  it('ALPN form: reaches the node by name', async () => {
+    const ok = node(await creds('bob'), [], 'alpn');
+    ok.start();
+    await ok.ready();
+    await waitFor(
+      () => gwSw.router.registrations().some((r) => r.host === 'bob.mesh.internal' && r.carrier === 'h2r'),
+      5000,
+      'registration',
+    );
+    const sw = new Switch({
+      router: new Router({
+        routes: [{ match: '*', carrier: 'hbone', address: gw.addresses()[0]!, identity: `spiffe://${TD}/ns/mesh/sa/gateway` }],
+      }),
+      policy: new Policy(),
+      dialers: [],
+      logger: silentLogger,
+    });
+    const d = hboneDialer({ credentials: await creds('alice2') })({ logger: silentLogger });
+    sw.addDialer(d);
+    const { stream } = await sw.open({
+      sid: newSid(),
+      target: makeTarget('bob.mesh.internal', 8080),
+      protocol: 'test',
+      source: { address: '127.0.0.1', port: 1 },
+      peer: { kind: 'local', principals: [] },
+    });
+    const data = randomBytes(1024 * 1024);
+    const reply = readAll(stream);
+    stream.end(data);
+    expect((await reply).toString()).toBe(sha256(data));
+    d.close();
+    await ok.stop();
+    await waitFor(() => !gwSw.router.registrations().some((r) => r.host === 'bob.mesh.internal'), 5000, 'unregistered');
   });
 
   it('binds registration to the identity: another workload may not register bob.mesh.internal', async () => {
