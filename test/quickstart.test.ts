@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { makeTarget, newSid, Policy, Router, Switch, silentLogger } from '@ugate/core';
 import { hboneDialer, WorkloadCredentials } from '@ugate/proto-hbone';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildGoPeer, runGoClient } from './support/go-peer.js';
 import { run, start } from './support/proc.js';
 import { randomBytes, readAll as readAllStream, sha256, waitFor } from './support/servers.js';
 
@@ -62,6 +63,7 @@ function exchange(port: number, handshake: Buffer[], payload: string): Promise<B
 }
 
 beforeAll(async () => {
+  await buildGoPeer();
   const up = await run('bash', [join(QS, 'up.sh')], { timeoutMs: 60_000 });
   if (up.code !== 0) throw new Error(`up.sh failed: ${up.stdout}${up.stderr}`);
 }, 90_000);
@@ -145,6 +147,19 @@ describe('quickstart mesh', () => {
       d.close();
     }
     expect(log('gateway')).toMatch(/"proto":"hbone","target":"bob\.mesh\.internal:8080".*"carrier":"ssh-reverse".*"result":"ok"/);
+
+    // The same with an independent HBONE client (Go standard library).
+    const go = await runGoClient({
+      port: 15008,
+      authority: 'bob.mesh.internal:8080',
+      cert: join(out, 'tls.crt'),
+      key: join(out, 'tls.key'),
+      ca: join(out, 'ca.crt'),
+      expectIdentity: 'spiffe://cluster.local/ns/mesh/sa/gateway',
+      input: Buffer.from('GET / HTTP/1.1\r\nHost: bob.mesh.internal\r\nConnection: close\r\n\r\n'),
+    });
+    expect(go.code, go.stderr).toBe(0);
+    expect(go.stdout.toString()).toMatch(/200 OK[\s\S]*hello from bob\n$/);
   });
 
   it('moves 64 MiB each way byte-exact through both proxies', async () => {
