@@ -1,6 +1,6 @@
 import { type ClientHttp2Session, type ClientHttp2Stream, connect as h2connect } from 'node:http2';
 import type { Duplex } from 'node:stream';
-import { type PeerCertificate, connect as tlsConnect } from 'node:tls';
+import { connect as tlsConnect } from 'node:tls';
 import {
   type Dialer,
   ErrorCodes,
@@ -15,7 +15,7 @@ import { openStream } from './connect.js';
 import type { WorkloadCredentials } from './credentials.js';
 import { keepAlive } from './keepalive.js';
 import { H2, h2Settings } from './settings.js';
-import { uriSans } from './spiffe.js';
+import { expectIdentity } from './spiffe.js';
 
 export interface HboneDialerInit {
   /** Our workload credentials; omit to dial hbonec (h2c). */
@@ -74,13 +74,7 @@ export function hboneDialer(init: HboneDialerInit = {}) {
         ALPNProtocols: ['h2'],
         // ztunnel sends no SNI and checks no host name: identity is the URI SAN.
         servername: '',
-        checkServerIdentity: (_host: string, cert: PeerCertificate) => {
-          if (!identity) return undefined;
-          const sans = uriSans(cert.subjectaltname);
-          return sans.includes(identity)
-            ? undefined
-            : new UgateError(ErrorCodes.AUTH, `peer identity [${sans.join(', ')}] is not the expected ${identity}`);
-        },
+        checkServerIdentity: expectIdentity(identity),
       });
     }
 
@@ -171,15 +165,19 @@ export function hboneDialer(init: HboneDialerInit = {}) {
       return opened;
     }
 
-    async function onPooled(addr: Target, identity: string | undefined, req: StreamRequest): Promise<ClientHttp2Stream> {
+    /** A pooled session with a stream slot reserved on it (released again if connecting fails). */
+    async function acquire(addr: Target, identity: string | undefined): Promise<{ p: Pooled; session: ClientHttp2Session }> {
       const p = sessionFor(addr, identity);
-      let session: ClientHttp2Session;
       try {
-        session = await p.ready;
+        return { p, session: await p.ready };
       } catch (e) {
         p.streams--;
         throw e;
       }
+    }
+
+    async function onPooled(addr: Target, identity: string | undefined, req: StreamRequest): Promise<ClientHttp2Stream> {
+      const { p, session } = await acquire(addr, identity);
       return request(p, session, req);
     }
 
@@ -219,14 +217,7 @@ export function hboneDialer(init: HboneDialerInit = {}) {
       if (!up.address) throw new UgateError(ErrorCodes.NO_ROUTE, `hbone route for ${formatTarget(req.target)} has no address`);
       const innerCreds = init.innerCredentials ?? creds;
       if (!innerCreds) throw new UgateError(ErrorCodes.CONFIG, 'POST mode needs workload credentials for the inner session');
-      const p = sessionFor(up.address, creds ? up.options?.frontIdentity : undefined);
-      let session: ClientHttp2Session;
-      try {
-        session = await p.ready;
-      } catch (e) {
-        p.streams--;
-        throw e;
-      }
+      const { p, session } = await acquire(up.address, creds ? up.options?.frontIdentity : undefined);
       const headers = {
         ':method': 'POST',
         ':path': up.options?.path ?? '/',
@@ -244,12 +235,7 @@ export function hboneDialer(init: HboneDialerInit = {}) {
         ca: c2.ca,
         minVersion: 'TLSv1.3',
         servername: '',
-        checkServerIdentity: (_h: string, cert: PeerCertificate) => {
-          const sans = uriSans(cert.subjectaltname);
-          return !up.identity || sans.includes(up.identity)
-            ? undefined
-            : new UgateError(ErrorCodes.AUTH, `peer identity [${sans.join(', ')}] is not the expected ${up.identity}`);
-        },
+        checkServerIdentity: expectIdentity(up.identity),
       });
       return new Promise((resolve, reject) => {
         inner.once('secureConnect', () => resolve(inner));
@@ -263,14 +249,7 @@ export function hboneDialer(init: HboneDialerInit = {}) {
     /** The outer request of H2R: `POST /h2r` naming what to register; the answered stream is the reversed connection. */
     async function h2rRequest(req: StreamRequest, up: Upstream): Promise<ClientHttp2Stream> {
       const addr = up.address!;
-      const p = sessionFor(addr, up.identity);
-      let session: ClientHttp2Session;
-      try {
-        session = await p.ready;
-      } catch (e) {
-        p.streams--;
-        throw e;
-      }
+      const { p, session } = await acquire(addr, up.identity);
       const headers = {
         ':method': 'POST',
         ':path': '/h2r',

@@ -1,12 +1,12 @@
 import { type ClientHttp2Session, createServer as createH2Server, connect as h2connect, type ServerHttp2Stream } from 'node:http2';
 import type { Duplex } from 'node:stream';
-import { type PeerCertificate, connect as tlsConnect } from 'node:tls';
+import { connect as tlsConnect } from 'node:tls';
 import { type Dialer, ErrorCodes, formatTarget, type Logger, type Router, type Switch, type Target, UgateError } from '@ugate/core';
 import { connectHandler, openStream } from './connect.js';
 import type { WorkloadCredentials } from './credentials.js';
 import { hboneDialer } from './dialer.js';
 import { h2Settings } from './settings.js';
-import { uriSans } from './spiffe.js';
+import { expectIdentity } from './spiffe.js';
 
 /**
  * H2R — reverse HTTP/2, the form that passes through ordinary HTTP/2 proxies:
@@ -136,10 +136,7 @@ export function h2rNode(init: H2rNodeInit) {
           minVersion: 'TLSv1.3',
           ALPNProtocols: ['h2r'],
           servername: '',
-          checkServerIdentity: (_h: string, cert: PeerCertificate) =>
-            !init.gateway.identity || uriSans(cert.subjectaltname).includes(init.gateway.identity)
-              ? undefined
-              : new UgateError(ErrorCodes.AUTH, `gateway is not ${init.gateway.identity}`),
+          checkServerIdentity: expectIdentity(init.gateway.identity),
         });
         sock.once('error', reject);
         sock.once('secureConnect', () => {

@@ -1,3 +1,4 @@
+import type { PeerCertificate } from 'node:tls';
 import { ErrorCodes, UgateError } from '@ugate/core';
 
 /** A SPIFFE workload identity in Istio's form: spiffe://<trust-domain>/ns/<namespace>/sa/<account>. */
@@ -42,4 +43,18 @@ export function certIdentity(subjectaltname: string | undefined): SpiffeId {
     .filter((x): x is SpiffeId => x !== undefined);
   if (ids.length !== 1) throw new UgateError(ErrorCodes.AUTH, `certificate carries ${ids.length} SPIFFE identities, need exactly 1`);
   return ids[0]!;
+}
+
+/**
+ * A `checkServerIdentity` for TLS clients: no host name check (HBONE sends no
+ * SNI); the peer's URI SANs must include `identity` when one is expected.
+ */
+export function expectIdentity(identity: string | undefined) {
+  return (_host: string, cert: PeerCertificate): Error | undefined => {
+    if (!identity) return undefined;
+    const sans = uriSans(cert.subjectaltname);
+    return sans.includes(identity)
+      ? undefined
+      : new UgateError(ErrorCodes.AUTH, `peer identity [${sans.join(', ')}] is not the expected ${identity}`);
+  };
 }
