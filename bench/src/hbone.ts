@@ -47,6 +47,8 @@ const OUT = join(ROOT, 'bench/out');
 const UGATE = join(ROOT, 'apps/ugate/bin/ugate.js');
 const CLIENT = join(HERE, 'hbone-client.js');
 const SINK = join(HERE, 'sink.js');
+/** V8 flags for the node client: the ugate daemon sets the same one in apps/ugate/bin/ugate.js. */
+const CLIENT_NODE_FLAGS = ['--no-concurrent-marking'];
 const MiB = 1024 * 1024;
 const LOCAL = '127.0.0.1';
 const TD = 'cluster.local';
@@ -238,6 +240,32 @@ function pipedRun(name: string, cmd: string[], bytes: number, timeoutMs: number)
   });
 }
 
+/** CPU seconds a client process needs for an empty upload (start, handshake, exit): the lower of two runs. */
+async function startupCpu(name: string, cmd: string[]): Promise<number> {
+  const once = () =>
+    new Promise<number>((resolveRun, reject) => {
+      const cpu0 = reapedCpu();
+      const child = spawn(cmd[0]!, cmd.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], env: cleanEnv() });
+      clients.add(child);
+      let out = '';
+      child.stdout.setEncoding('utf8').on('data', (d: string) => {
+        out += d;
+      });
+      child.stderr.resume();
+      child.stdin.on('error', () => {});
+      child.stdin.end();
+      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+      child.once('error', reject);
+      child.once('close', (code) => {
+        clearTimeout(timer);
+        clients.delete(child);
+        if (code !== 0 || out.trim() !== '0') return reject(new Error(`${name}: empty upload failed (exit ${code}, ${out.trim()})`));
+        resolveRun(reapedCpu() - cpu0);
+      });
+    });
+  return Math.min(await once(), await once());
+}
+
 // ---- results ---------------------------------------------------------------------------------
 interface Transfer {
   key: string;
@@ -248,8 +276,10 @@ interface Transfer {
   runsMBps: number[];
   /** Payload per run. */
   bytes: number;
-  /** CPU seconds per GB (1e9 bytes) moved, per process (client: whole process life). */
+  /** CPU seconds per GB (1e9 bytes) moved, per process (client: without its start-up, see `clientStartupCpu`). */
   cpuSecPerGB: Record<string, number>;
+  /** CPU seconds the client process needs for an empty upload (process start, imports, TLS handshake, exit). */
+  clientStartupCpu?: number;
   /** CPU use during the runs, % of one core. */
   cpuPct: Record<string, number>;
   /** CPU used meanwhile by processes outside the benchmark, % of one core. */
@@ -295,12 +325,15 @@ const save = () => writeFileSync(join(OUT, 'hbone.json'), `${JSON.stringify(resu
 
 // ---- throughput ------------------------------------------------------------------------------
 /** One way to move `bytes`: returns seconds, bytes timed, and the client's CPU if it is a child we reap. */
-type Mover = (bytes: number, timeoutMs: number) => Promise<{ secs: number; bytes: number; clientCpu?: number }>;
+type Mover = ((bytes: number, timeoutMs: number) => Promise<{ secs: number; bytes: number; clientCpu?: number }>) & {
+  /** For a client process: CPU seconds of an empty upload, subtracted from each run's client CPU. */
+  startup?: () => Promise<number>;
+};
 
-const piped =
-  (name: string, cmd: () => string[]): Mover =>
-  (bytes, timeoutMs) =>
-    pipedRun(name, cmd(), bytes, timeoutMs);
+const piped = (name: string, cmd: () => string[]): Mover =>
+  Object.assign((bytes: number, timeoutMs: number) => pipedRun(name, cmd(), bytes, timeoutMs), {
+    startup: () => startupCpu(name, cmd()),
+  });
 
 const inProcess =
   (open: Opener): Mover =>
@@ -324,6 +357,8 @@ async function throughput(key: string, label: string, path: string, move: Mover,
       }
     }
     r.bytes = bytes;
+    const startup = move.startup ? await move.startup() : 0;
+    if (move.startup) r.clientStartupCpu = Number(startup.toFixed(3));
     const cpu: Record<string, number> = {};
     let moved = 0;
     let wall = 0;
@@ -342,13 +377,14 @@ async function throughput(key: string, label: string, path: string, move: Mover,
       procs.forEach((p, j) => {
         cpu[p.name] = (cpu[p.name] ?? 0) + c1[j]! - c0[j]!;
       });
-      if (m.clientCpu !== undefined) cpu.client = (cpu.client ?? 0) + m.clientCpu;
+      if (m.clientCpu !== undefined) cpu.client = (cpu.client ?? 0) + m.clientCpu - startup;
       moved += bytes;
       wall += t;
       r.runsMBps.push(m.bytes / m.secs / 1e6);
       log(`  ${bytes / MiB} MiB: ${(m.bytes / m.secs / 1e6).toFixed(1)} MB/s`);
     }
     for (const v of Object.values(cpu)) ours += v;
+    ours += startup * runs;
     r.mbps = median(r.runsMBps);
     for (const [k, v] of Object.entries(cpu)) {
       r.cpuSecPerGB[k] = Number(((v * 1e9) / moved).toFixed(2));
@@ -519,6 +555,7 @@ async function main(): Promise<void> {
   const socksP = procOf('client', socksNode.child);
   const nodeClient = (server: number | undefined, authority: string, extra: string[] = []) => [
     'node',
+    ...CLIENT_NODE_FLAGS,
     CLIENT,
     ...(server === undefined ? ['--raw'] : ['--connect', `${LOCAL}:${server}`, '--certs', clientDir, '--expect-identity', SERVER_ID]),
     '--authority',
@@ -651,13 +688,14 @@ async function profile(
     const cDir = join(TMP, `prof-client-${phase}`);
     const srv = await startUgateServer(`ugate server (profiled ${phase})`, serverDir, ['--cpu-prof', `--cpu-prof-dir=${sDir}`]);
     const cprof = ['node', '--cpu-prof', `--cpu-prof-dir=${cDir}`];
+    const strip = (cmd: string[]) => cmd.slice(1 + CLIENT_NODE_FLAGS.length);
     try {
       if (phase === 'throughput') {
         const cmd = nodeClient(srv.port, `${LOCAL}:${ports.discard}`);
-        await pipedRun('ugate client (profiled)', [...cprof, ...cmd.slice(1)], Math.min(sizeMiB, 512) * MiB, 120_000);
+        await pipedRun('ugate client (profiled)', [...cprof, ...CLIENT_NODE_FLAGS, ...strip(cmd)], sizeMiB * MiB, 120_000);
       } else {
         const cmd = nodeClient(srv.port, `${LOCAL}:${ports.echo}`, ['--opens', String(nOpens), '--concurrency', String(CONCURRENCY)]);
-        await clientOpens([...cprof, ...cmd.slice(1)]);
+        await clientOpens([...cprof, ...CLIENT_NODE_FLAGS, ...strip(cmd)]);
       }
     } finally {
       await stopChild(srv.child, 10_000);
@@ -689,7 +727,7 @@ function report(): string {
   L.push(`HBONE benchmark, ${results.date}: ${m.cores} cores (${m.cpu}), node ${m.node}, ${m.go}`);
   L.push('');
   L.push(`Single-stream throughput, upload, ${sizeMiB} MiB per run, median of ${runs} (MB/s = 1e6 B/s)`);
-  L.push(`  ${pad('path', 66)} ${lpad('MB/s', 7)} ${lpad('× Go', 6)} ${lpad('× raw', 6)}   CPU s/GB (% of a core)`);
+  L.push(`  ${pad('path', 66)} ${lpad('MB/s', 7)} ${lpad('× Go', 6)} ${lpad('× raw', 6)} ${lpad('× pipe', 6)}   CPU s/GB (% of a core)`);
   for (const x of results.throughput) {
     const head = `  ${pad(`${x.label}: ${x.path}`, 66)}`;
     if (x.error) {
@@ -699,7 +737,10 @@ function report(): string {
     const cpu = Object.keys(x.cpuSecPerGB)
       .map((k) => `${k} ${x.cpuSecPerGB[k]!.toFixed(2)} (${x.cpuPct[k]}%)`)
       .join(', ');
-    L.push(`${head} ${lpad(x.mbps.toFixed(0), 7)} ${lpad(ratio(x.mbps, tp('go')), 6)} ${lpad(ratio(x.mbps, tp('raw')), 6)}   ${cpu}`);
+    const start = x.clientStartupCpu !== undefined ? `; client start-up ${x.clientStartupCpu.toFixed(2)} s` : '';
+    L.push(
+      `${head} ${lpad(x.mbps.toFixed(0), 7)} ${lpad(ratio(x.mbps, tp('go')), 6)} ${lpad(ratio(x.mbps, tp('raw')), 6)} ${lpad(ratio(x.mbps, tp('rawPiped')), 6)}   ${cpu}${start}`,
+    );
   }
   L.push('');
   const op = (k: string) => results.opens.find((x) => x.key === k && !x.error)?.perSecond;
@@ -717,13 +758,17 @@ function report(): string {
     const extra = `${x.sessions !== undefined ? `, ${x.sessions} session(s)` : ''}${x.failed ? `, ${x.failed} failed` : ''}`;
     L.push(`${head} ${lpad(x.perSecond.toFixed(0), 7)} ${lpad(ratio(x.perSecond, op('raw')), 6)}   ${cpu}${extra}`);
   }
+  L.push(`  ${pad('Go pair: Go client → Go server → echo', 66)} ${lpad('n/a', 7)}   (the Go client has no multi-stream mode)`);
   L.push('');
   const t = results.targets;
   const yn = (b?: boolean) => (b === undefined ? 'n/a' : b ? 'met' : 'NOT met');
   L.push(
     `Targets: ugate pair ≥ Go pair: ${yn(t.throughputAtLeastGo)} (${results.ratios.ugateVsGo ?? '–'}×); ` +
-      `ugate pair ≥ 0.5× raw TCP: ${yn(t.throughputAtLeastHalfRaw)} (${results.ratios.ugateVsRaw ?? '–'}×)`,
+      `ugate pair ≥ 0.5× raw TCP: ${yn(t.throughputAtLeastHalfRaw)} (${results.ratios.ugateVsRaw ?? '–'}×; ` +
+      `the Go pair: ${results.ratios.goVsRaw ?? '–'}×)`,
   );
+  L.push('× raw: vs raw TCP (bench → sink); × pipe: vs raw TCP through the same stdin pipe and a node client process.');
+  L.push('CPU: client = the stdin client process without its start-up; bench = the payload generator.');
   if (results.hotSpots) {
     for (const [k, list] of Object.entries(results.hotSpots)) {
       L.push('');
