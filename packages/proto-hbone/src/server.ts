@@ -109,7 +109,8 @@ export function hboneServer(init: HboneServerInit) {
           sock.destroy();
         }
       });
-      server.on('tlsClientError', (err: Error, sock: TLSSocket) => {
+      // Prepended: node's http2 server destroys the socket in its own listener, after which the address is gone.
+      server.prependListener('tlsClientError', (err: Error, sock: TLSSocket) => {
         const timedOut = (err as { code?: string }).code === 'ERR_TLS_HANDSHAKE_TIMEOUT';
         log.warn(
           { code: timedOut ? ErrorCodes.TIMEOUT : ErrorCodes.AUTH, src: `${sock.remoteAddress}:${sock.remotePort}`, err: err.message },
