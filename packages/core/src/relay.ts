@@ -67,10 +67,29 @@ export function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Promise<Re
     // `ended` = we ended that stream's writable because its source ended.
     const ended = new Set<Duplex>();
     const pump = (src: Duplex, dst: Duplex, count: (n: number) => void, onDone: () => void) => {
+      // Chunks that arrive in one event-loop turn leave in one writev: an HTTP/2 stream hands
+      // over each DATA frame in pieces cut at TLS record boundaries (16375 + 9 bytes, ...).
+      // Backpressure is judged once the batch is out: a corked write() reports false early.
+      const batch = dst instanceof Socket;
+      let corked = false;
+      const uncork = () => {
+        corked = false;
+        dst.uncork();
+        if (dst.writableNeedDrain) src.pause();
+      };
       src.on('data', (chunk: Buffer) => {
         count(chunk.length);
         lastActivity = Date.now();
-        if (!dst.write(chunk)) src.pause();
+        if (!batch) {
+          if (!dst.write(chunk)) src.pause();
+          return;
+        }
+        if (!corked) {
+          corked = true;
+          dst.cork();
+          setImmediate(uncork);
+        }
+        dst.write(chunk);
       });
       dst.on('drain', () => src.resume());
       const onEnd = () => {

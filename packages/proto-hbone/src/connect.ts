@@ -46,6 +46,8 @@ export function connectHandler(c: { switch: Switch; logger: Logger; protocol: st
     const sock = stream.session?.socket;
     const src = { address: sock?.remoteAddress ?? '', port: sock?.remotePort ?? 0 };
     let req: StreamRequest;
+    // Aborts the dial when the client goes away meanwhile; not needed (nor its DOMException) once open.
+    let onClose: (() => void) | undefined;
     try {
       if (headers[':method'] !== 'CONNECT') throw new Error(`method ${String(headers[':method'])} is not CONNECT`);
       if (headers[':path'] !== undefined || headers[':scheme'] !== undefined) throw new Error('extended CONNECT is not HBONE');
@@ -57,7 +59,8 @@ export function connectHandler(c: { switch: Switch; logger: Logger; protocol: st
         if (typeof v === 'string') labels[h] = v;
       }
       const ac = new AbortController();
-      stream.once('close', () => ac.abort());
+      onClose = () => ac.abort();
+      stream.once('close', onClose);
       req = {
         sid: newSid(),
         target: parseTarget(authority),
@@ -74,6 +77,7 @@ export function connectHandler(c: { switch: Switch; logger: Logger; protocol: st
     }
     c.switch.open(req).then(
       (opened) => {
+        if (onClose) stream.off('close', onClose);
         if (stream.destroyed) return;
         stream.respond({ ':status': 200 });
         closeWhenReset(stream);
@@ -114,12 +118,14 @@ export function openStream(
       return reject(new UgateError(ErrorCodes.UNREACHABLE, `${label}: ${(e as Error).message}`, { cause: e }));
     }
     if (onClose) stream.once('close', onClose);
+    let settled = false;
     const timer = setTimeout(() => {
       stream.close();
       reject(new UgateError(ErrorCodes.TIMEOUT, `${label} timed out`));
     }, timeoutMs);
     stream.once('response', (h) => {
       clearTimeout(timer);
+      settled = true;
       const status = Number(h[':status']);
       if (status === 200) {
         closeWhenReset(stream);
@@ -136,6 +142,8 @@ export function openStream(
     });
     stream.once('close', () => {
       clearTimeout(timer);
+      // Settled already (the usual case): no error object (and stack trace) per stream.
+      if (settled) return;
       reject(new UgateError(ErrorCodes.UNREACHABLE, `${label}: stream reset (${stream.rstCode})`));
     });
   });

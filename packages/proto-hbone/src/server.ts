@@ -150,11 +150,19 @@ export function hboneServer(init: HboneServerInit) {
     });
     server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => onStream(stream, headers));
 
+    /** The peer of a session, parsed once: getPeerCertificate() builds the whole certificate object. */
+    const peers = new WeakMap<Http2Session, PeerIdentity>();
     function peerOf(stream: ServerHttp2Stream): PeerIdentity {
-      const sock = stream.session?.socket as TLSSocket | undefined;
-      if (!creds || !sock?.getPeerCertificate) return { kind: 'anonymous', principals: [] };
-      const id = certIdentity(sock.getPeerCertificate().subjectaltname);
-      return { kind: 'spiffe', principals: [principalOf(id)] };
+      const session = stream.session;
+      const sock = session?.socket as TLSSocket | undefined;
+      if (!creds || !session || !sock?.getPeerCertificate) return { kind: 'anonymous', principals: [] };
+      let peer = peers.get(session);
+      if (!peer) {
+        const id = certIdentity(sock.getPeerCertificate().subjectaltname);
+        peer = { kind: 'spiffe', principals: [principalOf(id)] };
+        peers.set(session, peer);
+      }
+      return peer;
     }
 
     const checkToken = init.post ? tokenVerifier(init.post) : undefined;
