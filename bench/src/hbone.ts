@@ -25,18 +25,7 @@ import { parseArgs } from 'node:util';
 import { createCa, issueWorkloadCert, writeCredentials } from '@ugate/proto-hbone';
 import { buildGoPeer, type GoCerts, goClientArgs, goServerArgs } from './hbone-go.js';
 import { median, type Opener, opens, upload } from './measure.js';
-import {
-  type Child,
-  cpuSeconds,
-  firstLine,
-  freePort,
-  killAllSync,
-  startChild,
-  stopAll,
-  stopChild,
-  systemBusySeconds,
-  waitPort,
-} from './procs.js';
+import { type Child, cpuSeconds, firstLine, freePort, guardRun, startChild, stopChild, systemBusySeconds, waitPort } from './procs.js';
 import { type HotSpot, hotSpots } from './prof.js';
 import { socksConnect, tcpConnect } from './socks5.js';
 import { cleanEnv } from './ugate.js';
@@ -95,31 +84,14 @@ mkdirSync(OUT, { recursive: true });
 // ---- cleanup on every way out ------------------------------------------------------------
 /** Short-lived client processes (own spawn: they need a stdin pipe, which startChild does not give). */
 const clients = new Set<import('node:child_process').ChildProcess>();
-let cleaning: Promise<void> | undefined;
-function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
+const cleanup = guardRun({
+  tmp: TMP,
+  deadlineMs,
+  log,
+  extra: () => {
     for (const c of clients) c.kill('SIGKILL');
-    await stopAll();
-    rmSync(TMP, { recursive: true, force: true });
-  })();
-  return cleaning;
-}
-process.on('exit', () => {
-  for (const c of clients) c.kill('SIGKILL');
-  killAllSync();
-  rmSync(TMP, { recursive: true, force: true });
+  },
 });
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(sig, () => {
-    log(`${sig}: stopping children`);
-    void cleanup().finally(() => process.exit(130));
-  });
-}
-const deadline = setTimeout(() => {
-  log(`whole run exceeded ${deadlineMs / 60_000} min: stopping`);
-  void cleanup().finally(() => process.exit(3));
-}, deadlineMs);
-deadline.unref();
 
 // ---- CPU accounting --------------------------------------------------------------------------
 /** CPU seconds of this process's children that have been waited for (cutime + cstime). */

@@ -1,5 +1,5 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -239,4 +239,38 @@ export function systemBusySeconds(): number {
   const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
   const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = f;
   return (user + nice + system + irq + softirq + steal) / TICKS;
+}
+
+/**
+ * Stop every child and remove `tmp` on any way out: normal exit, SIGINT/SIGTERM, or the run
+ * exceeding `deadlineMs`. `extra` releases what the caller holds itself (sockets, own spawns).
+ * Returns the cleanup, for the caller's normal end.
+ */
+export function guardRun(opts: { tmp: string; deadlineMs: number; log: (msg: string) => void; extra?: () => void }): () => Promise<void> {
+  let cleaning: Promise<void> | undefined;
+  const cleanup = () => {
+    cleaning ??= (async () => {
+      opts.extra?.();
+      await stopAll();
+      rmSync(opts.tmp, { recursive: true, force: true });
+    })();
+    return cleaning;
+  };
+  process.on('exit', () => {
+    opts.extra?.();
+    killAllSync();
+    rmSync(opts.tmp, { recursive: true, force: true });
+  });
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.on(sig, () => {
+      opts.log(`${sig}: stopping children`);
+      void cleanup().finally(() => process.exit(130));
+    });
+  }
+  const deadline = setTimeout(() => {
+    opts.log(`whole run exceeded ${opts.deadlineMs / 60_000} min: stopping`);
+    void cleanup().finally(() => process.exit(3));
+  }, opts.deadlineMs);
+  deadline.unref();
+  return cleanup;
 }

@@ -20,12 +20,11 @@ import {
   type Child,
   cpuSeconds,
   firstLine,
-  killAllSync,
+  guardRun,
   leftovers,
   ownNofile,
   rssKiB,
   startChild,
-  stopAll,
   stopChild,
   systemBusySeconds,
 } from './procs.js';
@@ -119,31 +118,15 @@ const TMP = mkdtempSync(join(tmpdir(), 'ugate-bench-'));
 mkdirSync(OUT, { recursive: true });
 
 // ---- cleanup on every way out -------------------------------------------------------------
-let cleaning: Promise<void> | undefined;
 const appSockets = new Set<Socket>();
-async function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
+const cleanup = guardRun({
+  tmp: TMP,
+  deadlineMs,
+  log,
+  extra: () => {
     for (const s of appSockets) s.destroy();
-    await stopAll();
-    rmSync(TMP, { recursive: true, force: true });
-  })();
-  return cleaning;
-}
-process.on('exit', () => {
-  killAllSync();
-  rmSync(TMP, { recursive: true, force: true });
+  },
 });
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(sig, () => {
-    log(`${sig}: stopping children`);
-    void cleanup().finally(() => process.exit(130));
-  });
-}
-const deadline = setTimeout(() => {
-  log(`whole run exceeded ${deadlineMs / 60_000} min: stopping`);
-  void cleanup().finally(() => process.exit(3));
-}, deadlineMs);
-deadline.unref();
 
 // ---- result shapes -------------------------------------------------------------------------
 interface Transfer {
