@@ -11,6 +11,7 @@ export default defineConfig({
       '@ugate/proto-socks': src('packages/proto-socks'),
       '@ugate/proto-http': src('packages/proto-http'),
       '@ugate/proto-hbone': src('packages/proto-hbone'),
+      '@ugate/discovery': src('packages/discovery'),
       ugate: src('apps/ugate'),
     },
   },
