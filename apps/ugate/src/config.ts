@@ -28,6 +28,20 @@ const pattern = z.string().refine(
   { message: 'expected name, *.suffix or *, optionally with :port' },
 );
 const users = z.record(z.string(), z.string()).optional();
+/** `host` or `host:port`. */
+const server = (defaultPort: number) =>
+  z.string().refine(
+    (s) => {
+      try {
+        parseTarget(s, defaultPort);
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    { message: 'expected host or host:port' },
+  );
+const ms = z.number().int().nonnegative();
 const spiffe = z.string().regex(/^spiffe:\/\//, 'a SPIFFE URI');
 
 const gateway = z.strictObject({
@@ -115,6 +129,74 @@ export const configSchema = z.strictObject({
   /** Keep a reversed HTTP/2 connection (H2R) to an HBONE gateway and register our names there. */
   h2r: z
     .strictObject({ gateway: z.strictObject({ address, identity: spiffe.optional() }) })
+    .nullable()
+    .default(null),
+  /** Where names are looked up besides the static config. Each source is off unless configured. */
+  discovery: z
+    .strictObject({
+      /** Precedence among the configured sources (first with endpoints answers). */
+      order: z.array(z.enum(['xds', 'kubernetes', 'dns', 'local'])).default(['xds', 'kubernetes', 'dns', 'local']),
+      lookupTimeoutMs: z.number().int().positive().default(3000),
+      negativeTtlMs: ms.default(5000),
+      /** Endpoints tried per stream when dials fail. */
+      maxAttempts: z.number().int().positive().default(3),
+      /** A failed endpoint is skipped for initialMs, doubling per failure up to maxMs. */
+      health: z.strictObject({ initialMs: ms, maxMs: ms }).partial().prefault({}),
+      dns: z
+        .strictObject({
+          servers: z.array(server(53)).min(1),
+          /** Suffixes looked up in DNS; default every name. */
+          domains: z.array(z.string()).optional(),
+          timeoutMs: z.number().int().positive().optional(),
+          /** Use TLSA records only from answers with the AD (authenticated data) bit. */
+          requireAd: z.boolean().optional(),
+        })
+        .optional(),
+      kubernetes: z
+        .strictObject({
+          kubeconfig: z.string().optional(),
+          context: z.string().optional(),
+          inCluster: z.boolean().optional(),
+          clusterDomain: z.string().optional(),
+          trustDomain: z.string().optional(),
+          ttlMs: ms.optional(),
+          timeoutMs: z.number().int().positive().optional(),
+        })
+        .optional(),
+      xds: z
+        .strictObject({
+          address,
+          /** PEM files for TLS to istiod (15012); plaintext (15010) when absent. */
+          ca: z.string().optional(),
+          cert: z.string().optional(),
+          key: z.string().optional(),
+          /** Bearer token file (e.g. an Istio audience service-account token). */
+          tokenFile: z.string().optional(),
+          nodeId: z.string().optional(),
+          trustDomain: z.string().optional(),
+          /** This node's namespace and service account: which authorizations apply here. */
+          namespace: z.string().optional(),
+          serviceAccount: z.string().optional(),
+        })
+        .optional(),
+      local: z
+        .strictObject({
+          group: z.string().optional(),
+          port: z.number().int().min(1).max(65535).optional(),
+          intervalMs: z.number().int().positive().optional(),
+          /** IPv4 addresses of the interfaces to announce on; default all non-internal ones. */
+          interfaces: z.array(z.string()).optional(),
+        })
+        .optional(),
+    })
+    .prefault({}),
+  /** Built-in DNS server for mesh names (`<id>.m`, names under `domain`); other names are forwarded. */
+  dns: z
+    .strictObject({
+      listen: address,
+      domain: z.string().default('mesh.internal'),
+      forwarders: z.array(server(53)).default([]),
+    })
     .nullable()
     .default(null),
   /** SNI gateway (Istio east-west style, TLS not terminated); off unless configured. */

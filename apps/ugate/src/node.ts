@@ -12,9 +12,11 @@ import {
   Policy,
   parseTarget,
   Router,
+  type Target,
   Switch,
   silentLogger,
 } from '@ugate/core';
+import { Discovery, type Explanation, type Source } from '@ugate/discovery';
 import { findIstioCredentials, h2rNode, hboneDialer, hboneServer, sniGateway, WorkloadCredentials } from '@ugate/proto-hbone';
 import { httpProxy } from '@ugate/proto-http';
 import { socks } from '@ugate/proto-socks';
@@ -41,6 +43,9 @@ export interface UgateNode {
   stop(drainMs?: number): Promise<void>;
   /** Open a stream to `host:port` through the mesh, as a local app would. */
   dial(target: string): Promise<Duplex>;
+  /** How `host:port` resolves now: each source asked, what it said, the upstreams in order. */
+  explain(target: string | Target): Promise<Explanation>;
+  readonly discovery: Discovery;
   /** Bound listener addresses by listener name. */
   addresses(): Record<string, string[]>;
   state(): object;
@@ -64,9 +69,21 @@ export function createNode(input: ConfigInput | Config, opts: NodeOptions = {}):
   const router = new Router({ routes, services: config.services });
   const policy = new Policy(config.policy);
   const metrics = promMetrics();
+  const sources: Source[] = [];
+  const discovery = new Discovery({
+    router,
+    sources,
+    policy,
+    logger: log,
+    lookupTimeoutMs: config.discovery.lookupTimeoutMs,
+    negativeTtlMs: config.discovery.negativeTtlMs,
+    maxAttempts: config.discovery.maxAttempts,
+    health: config.discovery.health,
+  });
   const sw = new Switch({
     metrics,
     router,
+    resolver: discovery,
     policy,
     dialers: [direct({ connectTimeoutMs: config.limits.connectTimeoutMs })],
     logger: log.child({ component: 'access' }),
@@ -74,6 +91,8 @@ export function createNode(input: ConfigInput | Config, opts: NodeOptions = {}):
   });
   const components = { switch: sw, logger: log, identity };
   const names = [...new Set([...config.names.map((n) => n.toLowerCase()), ...router.serviceHosts(), meshName(identity.id)])];
+  router.addSelfName(meshName(identity.id));
+  for (const n of config.names) router.addSelfName(n);
 
   const listeners: Listener[] = [];
   let sshSrv: SshServer | undefined;
@@ -86,17 +105,15 @@ export function createNode(input: ConfigInput | Config, opts: NodeOptions = {}):
     })(components);
     listeners.push(sshSrv);
   }
-  let carrier: SshCarrier | undefined;
-  if (config.ssh.gateways.length > 0) {
-    carrier = sshCarrier({
-      gateways: config.ssh.gateways.map((g) => ({ ...g, knownHosts: readText(baseDir, g.knownHosts) })),
-      names,
-      keepaliveIntervalMs: config.ssh.keepaliveIntervalMs,
-      backoff: config.ssh.backoff,
-      openTimeoutMs: config.limits.connectTimeoutMs,
-    })(components);
-    sw.addDialer(carrier);
-  }
+  // Also without gateways: SSH endpoints found by discovery are reached on demand.
+  const carrier: SshCarrier = sshCarrier({
+    gateways: config.ssh.gateways.map((g) => ({ ...g, knownHosts: readText(baseDir, g.knownHosts) })),
+    names,
+    keepaliveIntervalMs: config.ssh.keepaliveIntervalMs,
+    backoff: config.ssh.backoff,
+    openTimeoutMs: config.limits.connectTimeoutMs,
+  })(components);
+  sw.addDialer(carrier);
   const gatewayUp = metrics.gauge('ugate_ssh_gateway_connected', 'SSH gateway connection up (1) or down (0)', ['gateway']);
   const certDir = config.workload.certDir ? resolvePath(baseDir, config.workload.certDir) : findIstioCredentials();
   const workload = certDir ? new WorkloadCredentials(certDir, log.child({ component: 'workload' })) : undefined;
@@ -155,8 +172,10 @@ export function createNode(input: ConfigInput | Config, opts: NodeOptions = {}):
     get ready() {
       return ready;
     },
+    discovery,
     async start() {
-      carrier?.start();
+      carrier.start();
+      await discovery.start();
       workload?.watch();
       h2r?.start();
       try {
@@ -177,7 +196,8 @@ export function createNode(input: ConfigInput | Config, opts: NodeOptions = {}):
       await Promise.all(listeners.map((l) => l.close().catch(() => {})));
       await sw.drain(drainMs);
       await sshSrv?.disconnect();
-      await carrier?.stop();
+      await carrier.stop();
+      await discovery.close();
       workload?.stop();
       await h2r?.stop();
       for (const close of closers) close();
@@ -196,6 +216,7 @@ export function createNode(input: ConfigInput | Config, opts: NodeOptions = {}):
       const opened = await sw.open(req);
       return opened.stream;
     },
+    explain: (target) => discovery.explain(typeof target === 'string' ? parseTarget(target) : target),
     addresses: () => Object.fromEntries(listeners.map((l) => [l.name, l.addresses()])),
     state: () => ({
       id: identity.id,
@@ -204,14 +225,16 @@ export function createNode(input: ConfigInput | Config, opts: NodeOptions = {}):
       names,
       ready,
       listeners: node.addresses(),
-      gateways: carrier?.status() ?? [],
+      gateways: carrier.status(),
       peers: sshSrv?.peers() ?? [],
       registrations: router.registrations(),
+      discovery: discovery.status(),
+      policy: policy.counts(),
       streams: { ...sw.counters, active: sw.active },
     }),
     metricsText() {
       // Gateway state is read at scrape time rather than tracked on every change.
-      for (const g of carrier?.status() ?? []) gatewayUp.set(g.connected ? 1 : 0, { gateway: g.name });
+      for (const g of carrier.status().filter((x) => !x.onDemand)) gatewayUp.set(g.connected ? 1 : 0, { gateway: g.name });
       return metrics.registry.metrics();
     },
   };

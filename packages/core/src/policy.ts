@@ -29,6 +29,7 @@ interface Rule {
   readonly namespaces: readonly string[];
   readonly sources: BlockList | undefined;
   readonly index: number;
+  readonly origin: string;
 }
 
 function blockList(cidrs: string[] | undefined): BlockList | undefined {
@@ -54,15 +55,25 @@ function namespaceOf(principal: string): string | undefined {
  * everything else is allowed; otherwise some ALLOW must match.
  */
 export class Policy {
+  /** Rule sets by origin: `config` (static) and one per discovery source (e.g. `xds`). */
+  readonly #sets = new Map<string, Rule[]>();
   #rules: Rule[] = [];
 
-  constructor(rules: PolicyRuleInit[] = []) {
+  constructor(rules: readonly PolicyRuleInit[] = []) {
     this.set(rules);
   }
 
-  /** Replace the rule set; applies to streams opened from now on. */
-  set(rules: PolicyRuleInit[]): void {
-    this.#rules = rules.map((r, index) => ({
+  /** Replace the configured rule set; applies to streams opened from now on. */
+  set(rules: readonly PolicyRuleInit[]): void {
+    this.setSource('config', rules);
+  }
+
+  /**
+   * Replace the rules that came from `origin` (all sets are evaluated together, Istio style:
+   * any matching DENY wins, and with any ALLOW present some ALLOW must match).
+   */
+  setSource(origin: string, rules: readonly PolicyRuleInit[]): void {
+    const parsed = rules.map((r, index) => ({
       action: r.action,
       to: (r.to ?? []).map(parseHostPattern),
       from: r.from ?? [],
@@ -70,18 +81,29 @@ export class Policy {
       namespaces: r.namespaces ?? [],
       sources: blockList(r.sources),
       index,
+      origin,
     }));
+    if (parsed.length) this.#sets.set(origin, parsed);
+    else this.#sets.delete(origin);
+    this.#rules = [...this.#sets.values()].flat();
+  }
+
+  /** Number of rules by origin. */
+  counts(): Record<string, number> {
+    return Object.fromEntries([...this.#sets].map(([k, v]) => [k, v.length]));
   }
 
   /** Throws POLICY_DENIED with the reason. */
   authorize(req: StreamRequest): void {
     const matching = this.#rules.filter((r) => matches(r, req));
     const deny = matching.find((r) => r.action === 'deny');
-    if (deny) throw denied(req, `deny rule #${deny.index}`);
+    if (deny) throw denied(req, label(deny));
     const hasAllow = this.#rules.some((r) => r.action === 'allow');
     if (hasAllow && !matching.some((r) => r.action === 'allow')) throw denied(req, 'no allow rule matched');
   }
 }
+
+const label = (r: Rule) => (r.origin === 'config' ? `deny rule #${r.index}` : `${r.origin} deny rule #${r.index}`);
 
 function denied(req: StreamRequest, why: string): UgateError {
   const who = req.peer.id ?? req.peer.principals[0] ?? req.peer.kind;

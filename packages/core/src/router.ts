@@ -37,16 +37,31 @@ interface Registration {
   readonly since: number;
 }
 
+/** Which part of the table answered. `default` = a catch-all route (`*` or `*:port`). */
+export type RouteKind = 'service' | 'registration' | 'route' | 'default';
+
+/** A table hit: the upstream, or a `reject` route's error. */
+export interface RouteMatch {
+  readonly kind: RouteKind;
+  readonly upstream?: Upstream;
+  readonly reject?: UgateError;
+}
+
 /**
  * FQDN-keyed routing table. Precedence, first hit wins:
- * 1. local services of this node (exact `host:port`),
+ * 1. local services of this node (exact `host:port`; the node's own names are aliases of
+ *    each of its services by port),
  * 2. live registrations (names whose owner is connected to this node; newest wins),
  * 3. static routes: most specific pattern, then config order.
+ *
+ * Discovery (`@ugate/discovery`) slots in between named routes and catch-all ones, so that
+ * configuration can override it and `*` stays the last resort.
  */
 export class Router {
   readonly #routes: Route[] = [];
   readonly #services = new Map<string, Target>();
   readonly #registrations = new Map<string, Registration[]>();
+  readonly #selfNames = new Set<string>();
   #seq = 0;
 
   constructor(init: { routes?: RouteInit[]; services?: Record<string, string> } = {}) {
@@ -75,6 +90,14 @@ export class Router {
     this.#services.set(formatTarget(parseTarget(name)), parseTarget(address));
   }
 
+  /**
+   * Names of this node (e.g. `<id>.m`): `name:port` reaches the service of this node with
+   * that port, when exactly one service has it.
+   */
+  addSelfName(name: string): void {
+    this.#selfNames.add(name.toLowerCase());
+  }
+
   /** Names served by this node (host parts of its services). */
   serviceHosts(): string[] {
     return [...new Set([...this.#services.keys()].map((k) => parseTarget(k).host))];
@@ -100,21 +123,42 @@ export class Router {
     return [...this.#registrations].flatMap(([host, regs]) => regs.map((r) => ({ host, carrier: r.carrier, via: r.via })));
   }
 
-  /** Resolve a target, or throw NO_ROUTE. */
-  resolve(target: Target): Upstream {
-    const local = this.#services.get(formatTarget(target));
-    if (local) return { carrier: 'direct', address: local, reason: `service ${formatTarget(target)}` };
+  /** The table's answer for a target, or undefined when nothing matches. */
+  match(target: Target): RouteMatch | undefined {
+    const key = formatTarget(target);
+    const local = this.#services.get(key) ?? this.#selfService(target);
+    if (local) return { kind: 'service', upstream: { carrier: 'direct', address: local, reason: `service ${key}` } };
     const regs = this.#registrations.get(target.host);
     const reg = regs?.[regs.length - 1];
-    if (reg) return { carrier: reg.carrier, via: reg.via, reason: `registration ${target.host}` };
+    if (reg) return { kind: 'registration', upstream: { carrier: reg.carrier, via: reg.via, reason: `registration ${target.host}` } };
     for (const r of this.#routes) {
       if (!matchHost(r.pattern, target)) continue;
+      const kind = r.pattern.kind === 'any' ? 'default' : 'route';
       if (r.carrier === 'reject') {
-        throw new UgateError(ErrorCodes.NO_ROUTE, `route ${r.pattern.source} rejects ${formatTarget(target)}`);
+        return { kind, reject: new UgateError(ErrorCodes.NO_ROUTE, `route ${r.pattern.source} rejects ${key}`) };
       }
       const { carrier, address, via, identity, gateway, options } = r;
-      return { carrier, address, via, identity, gateway, options, reason: `route ${r.pattern.source}` };
+      return { kind, upstream: { carrier, address, via, identity, gateway, options, reason: `route ${r.pattern.source}` } };
     }
+    return undefined;
+  }
+
+  /** Resolve a target from the table alone, or throw NO_ROUTE. */
+  resolve(target: Target): Upstream {
+    const m = this.match(target);
+    if (m?.reject) throw m.reject;
+    if (m?.upstream) return m.upstream;
     throw new UgateError(ErrorCodes.NO_ROUTE, `no route to ${formatTarget(target)}`);
+  }
+
+  #selfService(target: Target): Target | undefined {
+    if (!this.#selfNames.has(target.host)) return undefined;
+    let found: Target | undefined;
+    for (const [name, addr] of this.#services) {
+      if (parseTarget(name).port !== target.port) continue;
+      if (found) return undefined; // ambiguous: two services on this port
+      found = addr;
+    }
+    return found;
   }
 }

@@ -12,12 +12,15 @@ import {
   type Logger,
   type Metrics,
   noopMetrics,
+  type Resolver,
   type StreamRequest,
   type Upstream,
 } from './types.js';
 
 export interface SwitchInit {
   router: Router;
+  /** Default: the router alone (`routerResolver`). */
+  resolver?: Resolver;
   policy: Policy;
   dialers: Dialer[];
   logger: Logger;
@@ -39,6 +42,11 @@ export interface SwitchCounters {
   byCode: Record<string, number>;
 }
 
+/** A resolver that asks only the routing table. */
+export function routerResolver(router: Router): Resolver {
+  return { resolve: async (target) => [router.resolve(target)] };
+}
+
 let seq = 0;
 /** Short, process-unique stream id for logs. */
 export function newSid(): string {
@@ -51,8 +59,13 @@ export function newSid(): string {
  * their protocol's success reply, then `serve`. `open` logs failures itself, so
  * each stream produces exactly one access line.
  */
+/** Dial failures that say "this endpoint", not "this stream": worth trying another endpoint. */
+const RETRYABLE = new Set<string>([ErrorCodes.UNREACHABLE, ErrorCodes.TIMEOUT, ErrorCodes.REFUSED, ErrorCodes.AUTH]);
+
 export class Switch {
   readonly router: Router;
+  /** Where targets are resolved: the router alone, or discovery in front of it. */
+  resolver: Resolver;
   readonly policy: Policy;
   readonly #dialers = new Map<string, Dialer>();
   readonly #log: Logger;
@@ -64,6 +77,7 @@ export class Switch {
 
   constructor(init: SwitchInit) {
     this.router = init.router;
+    this.resolver = init.resolver ?? routerResolver(init.router);
     this.policy = init.policy;
     this.#log = init.logger;
     this.#idle = init.idleTimeoutMs ?? 3_600_000;
@@ -95,12 +109,30 @@ export class Switch {
     let upstream: Upstream | undefined;
     try {
       this.policy.authorize(req);
-      upstream = this.router.resolve(req.target);
-      const dialer = this.#dialers.get(upstream.carrier);
-      if (!dialer) throw new UgateError(ErrorCodes.NO_ROUTE, `carrier ${upstream.carrier} is not enabled on this node`);
-      const t0 = performance.now();
-      const stream = await dialer.dial(req, upstream);
-      this.#m.openSeconds.observe((performance.now() - t0) / 1000, { carrier: upstream.carrier });
+      const candidates = await this.resolver.resolve(req.target, req.signal);
+      let stream: Duplex | undefined;
+      for (const [i, up] of candidates.entries()) {
+        upstream = up;
+        const dialer = this.#dialers.get(up.carrier);
+        try {
+          if (!dialer) throw new UgateError(ErrorCodes.NO_ROUTE, `carrier ${up.carrier} is not enabled on this node`);
+          const t0 = performance.now();
+          stream = await dialer.dial(req, up);
+          this.#m.openSeconds.observe((performance.now() - t0) / 1000, { carrier: up.carrier });
+          this.resolver.report?.(up, true);
+          break;
+        } catch (e) {
+          const err = toUgateError(e);
+          if (dialer) this.resolver.report?.(up, false);
+          // Nothing was sent yet: another endpoint of the same name may work.
+          if (i === candidates.length - 1 || req.signal?.aborted || !RETRYABLE.has(err.code)) throw err;
+          this.#log.debug(
+            { sid: req.sid, code: err.code, err: err.message, carrier: up.carrier, via: up.via },
+            'dial failed, trying the next endpoint',
+          );
+        }
+      }
+      if (!stream || !upstream) throw new UgateError(ErrorCodes.NO_ROUTE, `no route to ${formatTarget(req.target)}`);
       if (req.signal?.aborted) {
         abortStream(stream);
         throw new UgateError(ErrorCodes.ABORTED, 'requester went away');

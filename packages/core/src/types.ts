@@ -41,8 +41,21 @@ export interface Upstream {
   readonly gateway?: { readonly address: Target; readonly identity?: string };
   /** Carrier-specific options from the route (e.g. hbone `mode: post`, `token`). */
   readonly options?: Readonly<Record<string, string>>;
-  /** Why this upstream: which rule or registration matched. */
+  /** Ask the far end for this name instead of the requested one (e.g. an IP mapped to its FQDN). */
+  readonly target?: Target;
+  /** Why this upstream: which rule, registration or discovery source answered. */
   readonly reason: string;
+}
+
+/**
+ * Turns a target into the upstreams to try, best first. The switch dials them in order and
+ * moves to the next only when a dial fails (nothing has been sent yet at that point).
+ */
+export interface Resolver {
+  /** Throws NO_ROUTE (or the `reject` route's error). */
+  resolve(target: Target, signal?: AbortSignal): Promise<Upstream[]>;
+  /** Dial outcome, for health: a failed endpoint is skipped for a back-off period. */
+  report?(upstream: Upstream, ok: boolean): void;
 }
 
 /** Opens byte streams over one carrier. */

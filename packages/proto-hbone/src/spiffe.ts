@@ -1,5 +1,6 @@
+import { X509Certificate } from 'node:crypto';
 import type { PeerCertificate } from 'node:tls';
-import { ErrorCodes, UgateError } from '@ugate/core';
+import { ErrorCodes, nodeIdFromSpki, UgateError } from '@ugate/core';
 
 /** A SPIFFE workload identity in Istio's form: spiffe://<trust-domain>/ns/<namespace>/sa/<account>. */
 export interface SpiffeId {
@@ -8,6 +9,7 @@ export interface SpiffeId {
   readonly serviceAccount: string;
 }
 
+const NODE_ID = /^[a-z2-7]{52}$/;
 const RE = /^spiffe:\/\/([a-z0-9._-]+)\/ns\/([^/]+)\/sa\/([^/]+)$/;
 
 export function parseSpiffe(uri: string): SpiffeId | undefined {
@@ -49,9 +51,18 @@ export function certIdentity(subjectaltname: string | undefined): SpiffeId {
  * A `checkServerIdentity` for TLS clients: no host name check (HBONE sends no
  * SNI); the peer's URI SANs must include `identity` when one is expected.
  */
+/**
+ * A TLS `checkServerIdentity` for an expected peer identity: a SPIFFE URI (matched against the
+ * URI SANs), or a node ID (52 base32 characters: SHA-256 of the certificate's key, as DANE
+ * `TLSA 3 1 1` and `<id>.m` names pin it).
+ */
 export function expectIdentity(identity: string | undefined) {
   return (_host: string, cert: PeerCertificate): Error | undefined => {
     if (!identity) return undefined;
+    if (NODE_ID.test(identity)) {
+      const id = nodeIdFromSpki(new X509Certificate(cert.raw).publicKey.export({ type: 'spki', format: 'der' }));
+      return id === identity ? undefined : new UgateError(ErrorCodes.AUTH, `peer key ${id} is not the expected ${identity}`);
+    }
     const sans = uriSans(cert.subjectaltname);
     return sans.includes(identity)
       ? undefined

@@ -48,6 +48,8 @@ export interface SshCarrierInit {
   waitForGatewayMs?: number;
   /** Channel open timeout. Default 10 s. */
   openTimeoutMs?: number;
+  /** On-demand connections (to endpoints found by discovery) close after this long without channels. Default 60 s. */
+  adhocIdleMs?: number;
 }
 
 export interface SshCarrierComponents {
@@ -61,7 +63,7 @@ export interface SshCarrier extends Dialer {
   stop(): Promise<void>;
   /** Resolves when at least one gateway is connected (and registered). */
   ready(timeoutMs?: number): Promise<void>;
-  status(): { name: string; address: string; connected: boolean; registered: string[] }[];
+  status(): { name: string; address: string; connected: boolean; registered: string[]; onDemand?: boolean; channels?: number }[];
 }
 
 class Gateway {
@@ -73,6 +75,13 @@ class Gateway {
   attempt = 0;
   timer: NodeJS.Timeout | undefined;
   stopped = false;
+  /** On-demand connection to a discovered endpoint: no reconnects, closed when idle. */
+  adhoc = false;
+  channels = 0;
+  lastUsed = Date.now();
+  lastError: UgateError | undefined;
+  /** Settles when an on-demand connection is up, or fails. */
+  up: Promise<void> | undefined;
   constructor(readonly init: GatewayInit) {
     this.address = parseTarget(init.address, 15022);
     this.name = init.name ?? formatTarget(this.address);
@@ -141,6 +150,7 @@ export function sshCarrier(init: SshCarrierInit) {
       client.on('tcp connection', (info, accept, reject) => onForwarded(g, client, info, accept, reject));
       client.on('error', (err: Error & { level?: string }) => {
         const code = err.level === 'client-authentication' || /verification/i.test(err.message) ? ErrorCodes.AUTH : ErrorCodes.UNREACHABLE;
+        g.lastError = new UErr(code, `${g.name}: ${err.message}`);
         glog[g.attempt > 1 ? 'debug' : 'warn']({ code, err: err.message, attempt: g.attempt }, 'gateway connection error');
       });
       client.on('close', () => {
@@ -149,7 +159,12 @@ export function sshCarrier(init: SshCarrierInit) {
         g.connected = false;
         g.registered = [];
         g.client = undefined;
-        if (was) glog.warn({ code: ErrorCodes.UNREACHABLE }, 'gateway connection lost');
+        if (was) glog[g.adhoc ? 'debug' : 'warn']({ code: ErrorCodes.UNREACHABLE }, 'gateway connection lost');
+        if (g.adhoc) {
+          if (adhoc.get(g.name) === g) adhoc.delete(g.name);
+          wake();
+          return;
+        }
         schedule(g);
       });
       client.connect({
@@ -199,6 +214,45 @@ export function sshCarrier(init: SshCarrierInit) {
           connect(g);
         }
       }
+    }
+
+    /** On-demand connections by `host:port|id`. */
+    const adhoc = new Map<string, Gateway>();
+    const adhocIdle = init.adhocIdleMs ?? 60_000;
+    const sweep = setInterval(() => {
+      for (const g of adhoc.values()) {
+        if (g.channels === 0 && Date.now() - g.lastUsed > adhocIdle) {
+          adhoc.delete(g.name);
+          g.stopped = true;
+          g.client?.end();
+        }
+      }
+    }, Math.min(adhocIdle, 30_000));
+    sweep.unref();
+
+    /** A connection to an SSH server found by discovery, pinned to `id`; opened on first use. */
+    async function adhocGateway(address: string, id: string | undefined): Promise<Gateway> {
+      if (!id) throw new UErr(ErrorCodes.AUTH, `ssh endpoint ${address} has no key to pin (a node ID): refusing to connect`);
+      const key = `${address}|${id}`;
+      let g = adhoc.get(key);
+      if (!g) {
+        g = new Gateway({ name: key, address, id, register: false });
+        g.adhoc = true;
+        adhoc.set(key, g);
+        const gw = g;
+        g.up = new Promise<void>((resolve, reject) => {
+          const check = () => {
+            if (gw.connected) return resolve();
+            if (!gw.client) return reject(gw.lastError ?? new UErr(ErrorCodes.UNREACHABLE, `ssh ${address}: connection closed`));
+            waiters.push(check);
+          };
+          waiters.push(check);
+        });
+        g.up.catch(() => {});
+        connect(g);
+      }
+      await g.up;
+      return g;
     }
 
     function onForwarded(
@@ -260,8 +314,13 @@ export function sshCarrier(init: SshCarrierInit) {
           g.client!.forwardOut(req.source.address || '127.0.0.1', req.source.port, dest.host, dest.port, (err, ch) => {
             clearTimeout(timer);
             if (done) return ch?.destroy();
-            if (err) reject(channelOpenError(err, formatTarget(dest)));
-            else resolve(adoptChannel(ch, { server: false }));
+            if (err) return reject(channelOpenError(err, formatTarget(dest)));
+            g.channels++;
+            ch.once('close', () => {
+              g.channels--;
+              g.lastUsed = Date.now();
+            });
+            resolve(adoptChannel(ch, { server: false }));
           });
         } catch (e) {
           clearTimeout(timer);
@@ -273,7 +332,11 @@ export function sshCarrier(init: SshCarrierInit) {
     return {
       carrier: 'ssh',
       async dial(req, up) {
-        const dest = up.address ?? req.target;
+        const dest = up.address ?? up.target ?? req.target;
+        if (up.via && !gws.some((g) => g.name === up.via)) {
+          // Not a configured gateway: an SSH server found by discovery, reached on demand.
+          return openOn(await adhocGateway(up.via, up.identity), req, dest);
+        }
         const candidates = await waitLive(up.via, init.waitForGatewayMs ?? 5000);
         if (candidates.length === 0) {
           throw new UErr(ErrorCodes.UNREACHABLE, `no gateway connected${up.via ? ` (${up.via})` : ''}`);
@@ -294,7 +357,8 @@ export function sshCarrier(init: SshCarrierInit) {
         for (const g of gws) connect(g);
       },
       async stop() {
-        for (const g of gws) {
+        clearInterval(sweep);
+        for (const g of [...gws, ...adhoc.values()]) {
           g.stopped = true;
           if (g.timer) clearTimeout(g.timer);
           g.client?.end();
@@ -306,7 +370,13 @@ export function sshCarrier(init: SshCarrierInit) {
         if (l.length === 0) throw new UErr(ErrorCodes.UNREACHABLE, 'no gateway connected');
       },
       status: () =>
-        gws.map((g) => ({ name: g.name, address: formatTarget(g.address), connected: g.connected, registered: [...g.registered] })),
+        [...gws, ...adhoc.values()].map((g) => ({
+          name: g.name,
+          address: formatTarget(g.address),
+          connected: g.connected,
+          registered: [...g.registered],
+          ...(g.adhoc ? { onDemand: true, channels: g.channels } : {}),
+        })),
     };
   };
 }
