@@ -1,10 +1,12 @@
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { isUgateError, loadOrCreateIdentity, meshName } from '@ugate/core';
+import type { Explanation } from '@ugate/discovery';
 import { createCa, issueWorkloadCert, readCa, writeCa, writeCredentials } from '@ugate/proto-hbone';
 import { nativeCryptoLoaded } from '@ugate/proto-ssh';
 import { Command } from 'commander';
 import { type LoadedConfig, loadConfig, resolvePath } from './config.js';
+import { formatExplanation } from './explain.js';
 import { createLogger } from './logger.js';
 import { createNode } from './node.js';
 
@@ -91,6 +93,51 @@ program
     } catch (e) {
       fail(e);
     }
+  });
+
+program
+  .command('resolve')
+  .description('show where a name goes and why: asks the running node (admin API), or resolves locally with --local')
+  .argument('<target>', 'host:port')
+  .option('-c, --config <file>', 'config file')
+  .option('--json', 'print JSON')
+  .option('--local', 'resolve in this process from the config instead of asking the running node')
+  .option('--wait <ms>', 'with --local: let push sources (xds, multicast) collect records first', '0')
+  .action(async (target: string, o: { config?: string; json?: boolean; local?: boolean; wait: string }) => {
+    let loaded: LoadedConfig;
+    try {
+      loaded = loadConfig(o.config ?? (program.opts() as { config?: string }).config);
+    } catch (e) {
+      fail(e);
+    }
+    let x: Explanation | undefined;
+    const admin = loaded.config.admin?.listen;
+    if (!o.local && admin) {
+      const host = admin.replace(/^(0\.0\.0\.0|\[::\]):/, '127.0.0.1:');
+      try {
+        const res = await fetch(`http://${host}/resolve?target=${encodeURIComponent(target)}`);
+        const body = (await res.json()) as Explanation & { error?: string };
+        if (!res.ok) fail(new Error(String(body.error)));
+        x = body;
+      } catch (e) {
+        if ((e as { cause?: { code?: string } }).cause?.code !== 'ECONNREFUSED') fail(e);
+        process.stderr.write(`ugate: no node answers on ${host}; resolving locally from the config\n`);
+      }
+    }
+    if (!x) {
+      const node = createNode(loaded.config, { baseDir: loaded.baseDir });
+      try {
+        await node.discovery.start();
+        if (Number(o.wait) > 0) await new Promise((r) => setTimeout(r, Number(o.wait)));
+        x = await node.explain(target);
+      } catch (e) {
+        fail(e);
+      } finally {
+        await node.discovery.close();
+      }
+    }
+    process.stdout.write(o.json ? `${JSON.stringify(x, null, 2)}\n` : formatExplanation(x));
+    process.exit(x.error ? 3 : 0);
   });
 
 const defaultCaDir = () => process.env.UGATE_CA_DIR ?? join(homedir(), '.ugate', 'ca');

@@ -12,9 +12,9 @@ import {
   Policy,
   parseTarget,
   Router,
-  type Target,
   Switch,
   silentLogger,
+  type Target,
 } from '@ugate/core';
 import { Discovery, type Explanation, type Source } from '@ugate/discovery';
 import { findIstioCredentials, h2rNode, hboneDialer, hboneServer, sniGateway, WorkloadCredentials } from '@ugate/proto-hbone';
@@ -216,7 +216,7 @@ export function createNode(input: ConfigInput | Config, opts: NodeOptions = {}):
       const opened = await sw.open(req);
       return opened.stream;
     },
-    explain: (target) => discovery.explain(typeof target === 'string' ? parseTarget(target) : target),
+    explain: async (target) => discovery.explain(typeof target === 'string' ? parseTarget(target) : target),
     addresses: () => Object.fromEntries(listeners.map((l) => [l.name, l.addresses()])),
     state: () => ({
       id: identity.id,

@@ -126,8 +126,14 @@ export class Router {
   /** The table's answer for a target, or undefined when nothing matches. */
   match(target: Target): RouteMatch | undefined {
     const key = formatTarget(target);
-    const local = this.#services.get(key) ?? this.#selfService(target);
+    const local = this.#services.get(key);
     if (local) return { kind: 'service', upstream: { carrier: 'direct', address: local, reason: `service ${key}` } };
+    const alias = this.#selfService(target);
+    if (alias)
+      return {
+        kind: 'service',
+        upstream: { carrier: 'direct', address: alias[1], reason: `service ${alias[0]} (${target.host} is this node)` },
+      };
     const regs = this.#registrations.get(target.host);
     const reg = regs?.[regs.length - 1];
     if (reg) return { kind: 'registration', upstream: { carrier: reg.carrier, via: reg.via, reason: `registration ${target.host}` } };
@@ -151,13 +157,13 @@ export class Router {
     throw new UgateError(ErrorCodes.NO_ROUTE, `no route to ${formatTarget(target)}`);
   }
 
-  #selfService(target: Target): Target | undefined {
+  #selfService(target: Target): [string, Target] | undefined {
     if (!this.#selfNames.has(target.host)) return undefined;
-    let found: Target | undefined;
+    let found: [string, Target] | undefined;
     for (const [name, addr] of this.#services) {
       if (parseTarget(name).port !== target.port) continue;
       if (found) return undefined; // ambiguous: two services on this port
-      found = addr;
+      found = [name, addr];
     }
     return found;
   }

@@ -201,6 +201,34 @@ describe('Router precedence', () => {
     expect(resolveCode(r, 'web.mesh:8080')).toBe(ErrorCodes.NO_ROUTE);
   });
 
+  it("the node's own names reach its service on that port, unless two services share the port", () => {
+    const r = new Router({
+      services: { 'web.mesh:80': '127.0.0.1:8080', 'api.mesh:9000': '127.0.0.1:9001', 'b.mesh:9000': '127.0.0.1:9002' },
+    });
+    r.addSelfName('ABC.m');
+    expect(r.match(t('abc.m:80'))).toEqual({
+      kind: 'service',
+      upstream: { carrier: 'direct', address: { host: '127.0.0.1', port: 8080 }, reason: 'service web.mesh:80 (abc.m is this node)' },
+    });
+    expect(resolveCode(r, 'abc.m:9000')).toBe(ErrorCodes.NO_ROUTE);
+    expect(resolveCode(r, 'abc.m:81')).toBe(ErrorCodes.NO_ROUTE);
+    expect(resolveCode(r, 'other.m:80')).toBe(ErrorCodes.NO_ROUTE);
+  });
+
+  it('match() tells named routes from catch-all ones', () => {
+    const r = new Router({
+      routes: [
+        { match: '*.corp', carrier: 'ssh' },
+        { match: '*:443', carrier: 'reject' },
+        { match: '*', carrier: 'direct' },
+      ],
+    });
+    expect(r.match(t('a.corp:1'))?.kind).toBe('route');
+    expect(r.match(t('a.example:443'))).toMatchObject({ kind: 'default', reject: { code: ErrorCodes.NO_ROUTE } });
+    expect(r.match(t('a.example:80'))).toMatchObject({ kind: 'default', upstream: { carrier: 'direct' } });
+    expect(new Router({ routes: [] }).match(t('a.example:80'))).toBeUndefined();
+  });
+
   it('rejects a route with an invalid address', () => {
     expect(() => new Router({ routes: [{ match: '*', carrier: 'direct', address: 'no-port' }] })).toThrow(
       expect.objectContaining({ code: ErrorCodes.BAD_REQUEST }),
