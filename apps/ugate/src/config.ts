@@ -203,7 +203,15 @@ export const configSchema = z.strictObject({
   sni: z.strictObject({ listen: address }).nullable().default(null),
   socks: z.strictObject({ listen: address, users }).nullable().default({ listen: '127.0.0.1:15080' }),
   http: z.strictObject({ listen: address, users }).nullable().default({ listen: '127.0.0.1:15081' }),
-  admin: z.strictObject({ listen: address }).nullable().default({ listen: '127.0.0.1:15000' }),
+  admin: z
+    .strictObject({
+      listen: address,
+      /** Require `Authorization: Bearer <token>` on everything but /healthz/*. */
+      token: z.string().min(16, 'use at least 16 characters').optional(),
+      tokenFile: z.string().optional(),
+    })
+    .nullable()
+    .default({ listen: '127.0.0.1:15000' }),
   limits: z
     .strictObject({
       idleTimeoutMs: z.number().int().nonnegative().default(3_600_000),
@@ -302,6 +310,19 @@ export function loadConfig(file: string | undefined, env: NodeJS.ProcessEnv = pr
     throw new UgateError(ErrorCodes.CONFIG, `${path}: ${(e as Error).message}`, { cause: e });
   }
   return { config: parseConfig(raw, env), baseDir: dirname(resolve(path)), source: resolve(path) };
+}
+
+const SECRET = '(redacted)';
+
+/** The config with passwords and tokens replaced, for the admin API. File paths stay: they are not secrets. */
+export function redactConfig(config: Config): Config {
+  const c = structuredClone(config);
+  const users = (u: Record<string, string> | undefined) => u && Object.fromEntries(Object.keys(u).map((k) => [k, SECRET]));
+  if (c.socks?.users) c.socks.users = users(c.socks.users);
+  if (c.http?.users) c.http.users = users(c.http.users);
+  if (c.admin?.token) c.admin.token = SECRET;
+  for (const r of c.routes) if (r.options?.token) r.options.token = SECRET;
+  return c;
 }
 
 export function resolvePath(baseDir: string, p: string): string {

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { isUgateError, loadOrCreateIdentity, meshName } from '@ugate/core';
@@ -9,6 +10,17 @@ import { type LoadedConfig, loadConfig, resolvePath } from './config.js';
 import { formatExplanation } from './explain.js';
 import { createLogger } from './logger.js';
 import { createNode } from './node.js';
+
+/** Where a local client reaches the admin endpoint (a wildcard bind is reached on loopback). */
+const adminHost = (listen: string) => listen.replace(/^(0\.0\.0\.0|\[::\]):/, '127.0.0.1:');
+
+/** A request to the running node's admin API, with its token when the config has one. */
+function adminFetch(loaded: LoadedConfig, path: string, init: RequestInit = {}): Promise<Response> {
+  const admin = loaded.config.admin;
+  if (!admin) throw new Error('the config has no admin endpoint');
+  const token = admin.token ?? (admin.tokenFile ? readFileSync(resolvePath(loaded.baseDir, admin.tokenFile), 'utf8').trim() : undefined);
+  return fetch(`http://${adminHost(admin.listen)}${path}`, { ...init, headers: token ? { authorization: `Bearer ${token}` } : {} });
+}
 
 function fail(e: unknown): never {
   process.stderr.write(`ugate: ${e instanceof Error ? e.message : String(e)}\n`);
@@ -23,7 +35,12 @@ async function run(file: string | undefined): Promise<void> {
     fail(e);
   }
   const log = createLogger(loaded.config.log);
-  const node = createNode(loaded.config, { baseDir: loaded.baseDir, logger: log });
+  const source = loaded.source === '(embedded default)' ? undefined : loaded.source;
+  const node = createNode(loaded.config, {
+    baseDir: loaded.baseDir,
+    logger: log,
+    loadConfig: () => loadConfig(source),
+  });
   log.info({ config: loaded.source, nativeCrypto: nativeCryptoLoaded }, 'starting');
   let stopping = false;
   const stop = (signal: string) => {
@@ -38,6 +55,11 @@ async function run(file: string | undefined): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => {
+    if (stopping) return;
+    log.info({ signal: 'SIGHUP', config: loaded.source }, 'reloading');
+    void node.reload();
+  });
   try {
     await node.start();
   } catch (e) {
@@ -113,9 +135,9 @@ program
     let x: Explanation | undefined;
     const admin = loaded.config.admin?.listen;
     if (!o.local && admin) {
-      const host = admin.replace(/^(0\.0\.0\.0|\[::\]):/, '127.0.0.1:');
+      const host = adminHost(admin);
       try {
-        const res = await fetch(`http://${host}/resolve?target=${encodeURIComponent(target)}`);
+        const res = await adminFetch(loaded, `/api/resolve?target=${encodeURIComponent(target)}`);
         const body = (await res.json()) as Explanation & { error?: string };
         if (!res.ok) fail(new Error(String(body.error)));
         x = body;
@@ -138,6 +160,28 @@ program
     }
     process.stdout.write(o.json ? `${JSON.stringify(x, null, 2)}\n` : formatExplanation(x));
     process.exit(x.error ? 3 : 0);
+  });
+
+program
+  .command('reload')
+  .description('make the running node re-read its config file (its admin API); prints what changed, exit 1 if refused')
+  .option('-c, --config <file>', 'config file (to find the admin address)')
+  .action(async (o: { config?: string }) => {
+    let loaded: LoadedConfig;
+    try {
+      loaded = loadConfig(o.config ?? (program.opts() as { config?: string }).config);
+    } catch (e) {
+      fail(e);
+    }
+    if (!loaded.config.admin) fail(new Error('the config has no admin endpoint: send SIGHUP to the process instead'));
+    try {
+      const res = await adminFetch(loaded, '/api/reload', { method: 'POST' });
+      const body = (await res.json()) as { ok: boolean; errors?: string[] };
+      process.stdout.write(`${JSON.stringify(body, null, 2)}\n`);
+      process.exit(body.ok ? 0 : 1);
+    } catch (e) {
+      fail(e);
+    }
   });
 
 const defaultCaDir = () => process.env.UGATE_CA_DIR ?? join(homedir(), '.ugate', 'ca');

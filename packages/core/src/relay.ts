@@ -5,6 +5,8 @@ import { ErrorCodes, toUgateError, UgateError } from './errors.js';
 export interface RelayOptions {
   /** Abort when no byte moved either way for this long. 0 = never. Default 0. */
   idleTimeoutMs?: number;
+  /** Count into this object (live byte counts for the admin API); default a new one. */
+  stats?: RelayStats;
 }
 
 export interface RelayStats {
@@ -40,7 +42,7 @@ export function abortStream(s: Duplex, err?: Error): void {
  */
 export function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Promise<RelayStats> {
   const started = Date.now();
-  const stats: RelayStats = { bytesAtoB: 0, bytesBtoA: 0, durationMs: 0 };
+  const stats: RelayStats = opts.stats ?? { bytesAtoB: 0, bytesBtoA: 0, durationMs: 0 };
   let lastActivity = started;
   let doneAtoB = false;
   let doneBtoA = false;

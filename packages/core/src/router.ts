@@ -69,6 +69,29 @@ export class Router {
     for (const [name, addr] of Object.entries(init.services ?? {})) this.addService(name, addr);
   }
 
+  /** Replace the configured routes and services (a reload); live registrations stay. */
+  replace(init: { routes?: RouteInit[]; services?: Record<string, string> }): void {
+    const next = new Router(init);
+    this.#routes.splice(0, this.#routes.length, ...next.#routes);
+    this.#services.clear();
+    for (const [k, v] of next.#services) this.#services.set(k, v);
+  }
+
+  /** The configured routes, in match order. */
+  routes(): { match: string; carrier: string; address?: string; via?: string; identity?: string }[] {
+    return this.#routes.map((r) => ({
+      match: r.pattern.source,
+      carrier: r.carrier,
+      address: r.address && formatTarget(r.address),
+      via: r.via,
+      identity: r.identity,
+    }));
+  }
+
+  services(): { name: string; address: string }[] {
+    return [...this.#services].map(([name, a]) => ({ name, address: formatTarget(a) }));
+  }
+
   addRoute(r: RouteInit): void {
     const pattern = parseHostPattern(r.match);
     const route: Route = {

@@ -1,7 +1,7 @@
 import type { Duplex } from 'node:stream';
 import { ErrorCodes, toUgateError, UgateError } from './errors.js';
 import type { Policy } from './policy.js';
-import { abortStream, relay } from './relay.js';
+import { abortStream, type RelayStats, relay } from './relay.js';
 import type { Router } from './router.js';
 import { formatTarget } from './target.js';
 import {
@@ -32,6 +32,21 @@ export interface SwitchInit {
 export interface Opened {
   readonly stream: Duplex;
   readonly upstream: Upstream;
+}
+
+/** A stream being relayed, as the admin API lists it. */
+export interface LiveStream {
+  readonly req: StreamRequest;
+  readonly upstream: Upstream;
+  readonly started: number;
+  /** Live byte counts (in = client to upstream). */
+  readonly stats: RelayStats;
+}
+
+interface Live extends LiveStream {
+  readonly client: Duplex;
+  /** Why we closed it (admin, policy): reported instead of the relay's view. */
+  closedBy?: UgateError;
 }
 
 export interface SwitchCounters {
@@ -70,7 +85,7 @@ export class Switch {
   readonly #dialers = new Map<string, Dialer>();
   readonly #log: Logger;
   readonly #idle: number;
-  readonly #live = new Set<Duplex>();
+  readonly #live = new Map<Duplex, Live>();
   #drained: (() => void) | undefined;
   readonly #m: { streams: Counter; bytes: Counter; active: Gauge; openSeconds: Histogram };
   readonly counters: SwitchCounters = { opened: 0, failed: 0, bytesIn: 0, bytesOut: 0, byCode: {} };
@@ -148,9 +163,17 @@ export class Switch {
 
   /** Relay an opened stream to the client side and log the access line. Never throws. */
   async serve(req: StreamRequest, client: Duplex, opened: Opened): Promise<void> {
-    this.#live.add(client);
+    const live: Live = {
+      req,
+      upstream: opened.upstream,
+      started: Date.now(),
+      stats: { bytesAtoB: 0, bytesBtoA: 0, durationMs: 0 },
+      client,
+    };
+    this.#live.set(client, live);
     this.#m.active.inc();
-    const stats = await relay(client, opened.stream, { idleTimeoutMs: this.#idle });
+    const stats = await relay(client, opened.stream, { idleTimeoutMs: this.#idle, stats: live.stats });
+    if (live.closedBy) stats.error = live.closedBy;
     this.#live.delete(client);
     this.#m.active.dec();
     this.#m.bytes.inc({ direction: 'in' }, stats.bytesAtoB);
@@ -179,6 +202,38 @@ export class Switch {
     await this.serve(req, client, opened);
   }
 
+  /** Streams being relayed now. */
+  streams(): LiveStream[] {
+    return [...this.#live.values()].map(({ req, upstream, started, stats }) => ({ req, upstream, started, stats }));
+  }
+
+  /** Abort a live stream; its access line carries `reason`. False when no such stream. */
+  closeStream(sid: string, reason: UgateError): boolean {
+    for (const l of this.#live.values()) {
+      if (l.req.sid !== sid) continue;
+      l.closedBy = reason;
+      abortStream(l.client, reason);
+      return true;
+    }
+    return false;
+  }
+
+  /** Check live streams against the current policy; close those it now denies. Returns their sids. */
+  reauthorize(): string[] {
+    const closed: string[] = [];
+    for (const l of this.#live.values()) {
+      try {
+        this.policy.authorize(l.req);
+      } catch (e) {
+        const err = toUgateError(e);
+        l.closedBy = new UgateError(err.code, `closed: the policy now denies it (${err.message})`);
+        abortStream(l.client, l.closedBy);
+        closed.push(l.req.sid);
+      }
+    }
+    return closed;
+  }
+
   /** Wait until live streams end or the deadline passes, then abort what is left. */
   async drain(deadlineMs: number): Promise<void> {
     if (this.#live.size > 0) {
@@ -190,7 +245,7 @@ export class Switch {
         };
       });
     }
-    for (const s of this.#live) abortStream(s);
+    for (const s of this.#live.keys()) abortStream(s);
   }
 
   #access(

@@ -22,6 +22,8 @@ export interface DiscoveryInit {
   sources?: Source[];
   /** Discovery sources' policy rules (e.g. Istio authorizations) go here, next to the configured ones. */
   policy?: Policy;
+  /** Called after a source changed the policy (e.g. to re-check live streams). */
+  onPolicyChange?: () => void;
   logger?: Logger;
   /** Per pull-source lookup timeout. Default 3 s. */
   lookupTimeoutMs?: number;
@@ -94,8 +96,9 @@ interface Found {
  */
 export class Discovery implements Resolver {
   readonly #router: Router;
-  readonly #sources: Source[];
+  #sources: Source[];
   readonly #policy: Policy | undefined;
+  readonly #onPolicy: (() => void) | undefined;
   readonly #log: Logger;
   readonly #timeout: number;
   readonly #negTtl: number;
@@ -113,6 +116,7 @@ export class Discovery implements Resolver {
     this.#router = init.router;
     this.#sources = init.sources ?? [];
     this.#policy = init.policy;
+    this.#onPolicy = init.onPolicyChange;
     this.#log = (init.logger ?? silentLogger).child({ component: 'discovery' });
     this.#timeout = init.lookupTimeoutMs ?? 3000;
     this.#negTtl = init.negativeTtlMs ?? 5000;
@@ -144,6 +148,19 @@ export class Discovery implements Resolver {
 
   async close(): Promise<void> {
     await Promise.all(this.#sources.map(async (s) => s.close?.()));
+  }
+
+  /** Swap the sources (a reload): the old ones are closed with their records and policy, the new ones started. */
+  async setSources(sources: Source[], started: boolean): Promise<void> {
+    const old = this.#sources;
+    this.#sources = sources;
+    await Promise.all(old.map(async (s) => s.close?.()));
+    for (const s of old) {
+      this.#pushed.delete(s.name);
+      if (isPush(s) && !sources.some((n) => n.name === s.name)) this.#policy?.setSource(s.name, []);
+    }
+    this.#cache.clear();
+    if (started) await this.start();
   }
 
   async resolve(target: Target, signal?: AbortSignal): Promise<Upstream[]> {
@@ -345,6 +362,7 @@ export class Discovery implements Resolver {
         if (!this.#policy) return;
         try {
           this.#policy.setSource(s.name, rules);
+          this.#onPolicy?.();
         } catch (e) {
           const err = toUgateError(e);
           this.#log.warn({ code: err.code, source: s.name, err: err.message }, 'discovery policy rejected, previous rules kept');

@@ -63,6 +63,8 @@ export interface SshCarrier extends Dialer {
   stop(): Promise<void>;
   /** Resolves when at least one gateway is connected (and registered). */
   ready(timeoutMs?: number): Promise<void>;
+  /** Reload: connect new gateways; removed ones take no new streams and close once their channels are done. */
+  setGateways(gateways: GatewayInit[]): void;
   status(): { name: string; address: string; connected: boolean; registered: string[]; onDemand?: boolean; channels?: number }[];
 }
 
@@ -97,7 +99,10 @@ class Gateway {
 export function sshCarrier(init: SshCarrierInit) {
   return (c: SshCarrierComponents): SshCarrier => {
     const log = c.logger.child({ component: 'ssh-carrier' });
-    const gws = init.gateways.map((g) => new Gateway(g));
+    let gws = init.gateways.map((g) => new Gateway(g));
+    let started = false;
+    /** Removed by a reload, still carrying streams. */
+    const retired = new Set<Gateway>();
     const initial = init.backoff?.initialMs ?? 500;
     const max = init.backoff?.maxMs ?? 1500;
     const openTimeout = init.openTimeoutMs ?? 10_000;
@@ -219,15 +224,18 @@ export function sshCarrier(init: SshCarrierInit) {
     /** On-demand connections by `host:port|id`. */
     const adhoc = new Map<string, Gateway>();
     const adhocIdle = init.adhocIdleMs ?? 60_000;
-    const sweep = setInterval(() => {
-      for (const g of adhoc.values()) {
-        if (g.channels === 0 && Date.now() - g.lastUsed > adhocIdle) {
-          adhoc.delete(g.name);
-          g.stopped = true;
-          g.client?.end();
+    const sweep = setInterval(
+      () => {
+        for (const g of adhoc.values()) {
+          if (g.channels === 0 && Date.now() - g.lastUsed > adhocIdle) {
+            adhoc.delete(g.name);
+            g.stopped = true;
+            g.client?.end();
+          }
         }
-      }
-    }, Math.min(adhocIdle, 30_000));
+      },
+      Math.min(adhocIdle, 30_000),
+    );
     sweep.unref();
 
     /** A connection to an SSH server found by discovery, pinned to `id`; opened on first use. */
@@ -319,6 +327,7 @@ export function sshCarrier(init: SshCarrierInit) {
             ch.once('close', () => {
               g.channels--;
               g.lastUsed = Date.now();
+              if (g.channels === 0 && retired.delete(g)) g.client?.end();
             });
             resolve(adoptChannel(ch, { server: false }));
           });
@@ -354,11 +363,29 @@ export function sshCarrier(init: SshCarrierInit) {
         throw last!;
       },
       start() {
+        started = true;
         for (const g of gws) connect(g);
+      },
+      setGateways(next) {
+        const same = (a: GatewayInit, b: GatewayInit) => JSON.stringify(a) === JSON.stringify(b);
+        const keep: Gateway[] = [];
+        for (const g of gws) {
+          if (next.some((n) => same(n, g.init))) {
+            keep.push(g);
+            continue;
+          }
+          g.stopped = true;
+          if (g.timer) clearTimeout(g.timer);
+          if (g.channels > 0) retired.add(g);
+          else g.client?.end();
+        }
+        const added = next.filter((n) => !keep.some((g) => same(n, g.init))).map((n) => new Gateway(n));
+        gws = [...keep, ...added];
+        if (started) for (const g of added) connect(g);
       },
       async stop() {
         clearInterval(sweep);
-        for (const g of [...gws, ...adhoc.values()]) {
+        for (const g of [...gws, ...adhoc.values(), ...retired]) {
           g.stopped = true;
           if (g.timer) clearTimeout(g.timer);
           g.client?.end();
