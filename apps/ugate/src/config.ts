@@ -59,6 +59,11 @@ const gateway = z.strictObject({
 export const configSchema = z.strictObject({
   /** Where node.key (the identity) lives. */
   dataDir: z.string().default('.ugate'),
+  /**
+   * Processes sharing the listening ports (node's cluster). Each runs a full node with the same
+   * key; the admin endpoint is served by the first one only.
+   */
+  workers: z.number().int().min(1).max(64).default(1),
   /** Names of this node (besides `<id>.m`). */
   names: z.array(z.string()).default([]),
   /** This node's network (Istio's notion), sent as `x-forwarded-network` on double HBONE. */

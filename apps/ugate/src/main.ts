@@ -1,3 +1,4 @@
+import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -10,6 +11,7 @@ import { type LoadedConfig, loadConfig, resolvePath } from './config.js';
 import { formatExplanation } from './explain.js';
 import { createLogger } from './logger.js';
 import { createNode } from './node.js';
+import { runPrimary, workerIndex } from './workers.js';
 
 /** Where a local client reaches the admin endpoint (a wildcard bind is reached on loopback). */
 const adminHost = (listen: string) => listen.replace(/^(0\.0\.0\.0|\[::\]):/, '127.0.0.1:');
@@ -35,6 +37,13 @@ async function run(file: string | undefined): Promise<void> {
     fail(e);
   }
   const log = createLogger(loaded.config.log);
+  if (loaded.config.workers > 1 && cluster.isPrimary) {
+    // The key is made once, here, before the workers would race to create it.
+    loadOrCreateIdentity(resolvePath(loaded.baseDir, loaded.config.dataDir), loaded.config.meshPrefix);
+    return runPrimary(loaded.config.workers, log);
+  }
+  // Only the first worker serves the admin endpoint (the others would fight over its port).
+  if ((workerIndex() ?? 0) > 0) loaded = { ...loaded, config: { ...loaded.config, admin: null } };
   const source = loaded.source === '(embedded default)' ? undefined : loaded.source;
   const node = createNode(loaded.config, {
     baseDir: loaded.baseDir,
