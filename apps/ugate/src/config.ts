@@ -140,13 +140,34 @@ export const configSchema = z.strictObject({
   discovery: z
     .strictObject({
       /** Precedence among the configured sources (first with endpoints answers). */
-      order: z.array(z.enum(['xds', 'kubernetes', 'dns', 'local'])).default(['xds', 'kubernetes', 'dns', 'local']),
+      order: z.array(z.enum(['static', 'xds', 'kubernetes', 'dns', 'local'])).default(['static', 'xds', 'kubernetes', 'dns', 'local']),
       lookupTimeoutMs: z.number().int().positive().default(3000),
       negativeTtlMs: ms.default(5000),
       /** Endpoints tried per stream when dials fail. */
       maxAttempts: z.number().int().positive().default(3),
       /** A failed endpoint is skipped for initialMs, doubling per failure up to maxMs. */
       health: z.strictObject({ initialMs: ms, maxMs: ms }).partial().prefault({}),
+      /** Endpoints written down: `name` or `name:port` → endpoints (weights, priorities, health apply). */
+      static: z
+        .array(
+          z.strictObject({
+            name: z.string(),
+            endpoints: z
+              .array(
+                z.strictObject({
+                  carrier: z.enum(['direct', 'ssh', 'hbone', 'hbonec']),
+                  address: server(0),
+                  identity: z.string().optional(),
+                  gateway: z.strictObject({ address: server(15008), identity: z.string().optional() }).optional(),
+                  weight: z.number().int().nonnegative().optional(),
+                  priority: z.number().int().nonnegative().optional(),
+                  labels: z.record(z.string(), z.string()).optional(),
+                }),
+              )
+              .min(1),
+          }),
+        )
+        .optional(),
       dns: z
         .strictObject({
           servers: z.array(server(53)).min(1),
