@@ -20,7 +20,7 @@ import {
   toUgateError,
   UgateError,
 } from '@ugate/core';
-import { Discovery, type Explanation } from '@ugate/discovery';
+import { Discovery, type Explanation, pinnedId } from '@ugate/discovery';
 import { findIstioCredentials, h2rNode, hboneDialer, hboneServer, sniGateway, WorkloadCredentials } from '@ugate/proto-hbone';
 import { httpProxy } from '@ugate/proto-http';
 import { socks } from '@ugate/proto-socks';
@@ -126,6 +126,11 @@ export function createNode(input: ConfigInput | Config, opts: NodeOptions = {}):
     sources: buildSources(config, baseDir, identity, log),
     policy,
     onPolicyChange: reauthorize,
+    // `<id>.m` that no source knows: ask the SSH gateways, where the key's owner registers it.
+    fallback: (t) =>
+      pinnedId(t.host) && config.ssh.gateways.length
+        ? { carrier: 'ssh', reason: `gateway: ${t.host} is registered there by the holder of its key` }
+        : undefined,
     logger: log,
     lookupTimeoutMs: config.discovery.lookupTimeoutMs,
     negativeTtlMs: config.discovery.negativeTtlMs,

@@ -22,6 +22,11 @@ export interface DiscoveryInit {
   sources?: Source[];
   /** Discovery sources' policy rules (e.g. Istio authorizations) go here, next to the configured ones. */
   policy?: Policy;
+  /**
+   * Asked after the sources, before catch-all routes: e.g. "`<id>.m` through a connected SSH
+   * gateway", where the owner of the key registered the name.
+   */
+  fallback?: (target: Target) => Upstream | undefined;
   /** Called after a source changed the policy (e.g. to re-check live streams). */
   onPolicyChange?: () => void;
   logger?: Logger;
@@ -69,6 +74,11 @@ export interface Explanation {
 /** `<52 base32 chars>.m` (optionally `.m.<domain>`): the name itself is the key to pin. */
 const SELF_NAME = /^([a-z2-7]{52})\.m(?:\.|$)/;
 
+/** The node ID a self-assigned name pins, if `host` is one. */
+export function pinnedId(host: string): string | undefined {
+  return SELF_NAME.exec(host)?.[1];
+}
+
 interface Cached {
   answer: Answer | undefined;
   expires: number;
@@ -99,6 +109,7 @@ export class Discovery implements Resolver {
   #sources: Source[];
   readonly #policy: Policy | undefined;
   readonly #onPolicy: (() => void) | undefined;
+  readonly #fallback: DiscoveryInit['fallback'];
   readonly #log: Logger;
   readonly #timeout: number;
   readonly #negTtl: number;
@@ -117,6 +128,7 @@ export class Discovery implements Resolver {
     this.#sources = init.sources ?? [];
     this.#policy = init.policy;
     this.#onPolicy = init.onPolicyChange;
+    this.#fallback = init.fallback;
     this.#log = (init.logger ?? silentLogger).child({ component: 'discovery' });
     this.#timeout = init.lookupTimeoutMs ?? 3000;
     this.#negTtl = init.negativeTtlMs ?? 5000;
@@ -231,6 +243,11 @@ export class Discovery implements Resolver {
       if (ups.length) return done(found.source, ups);
     }
 
+    const fb = this.#fallback?.(target);
+    if (fb) {
+      steps.push({ source: 'gateway', result: 'answer', detail: fb.reason });
+      return done('gateway', [fb]);
+    }
     if (m) {
       steps.push({ source: 'default', result: 'answer', detail: m.reject?.message ?? m.upstream!.reason });
       return m.reject ? done('default', [], m.reject) : done('default', [m.upstream!]);
@@ -373,7 +390,7 @@ export class Discovery implements Resolver {
 
   /** Endpoints → upstreams: pin `.m` names, drop unhealthy ones (unless nothing else is left), order by priority then weight. */
   #order(target: Target, found: Found, steps: Step[], verbose: boolean): Upstream[] {
-    const pin = SELF_NAME.exec(target.host)?.[1];
+    const pin = pinnedId(target.host);
     const now = Date.now();
     const usable: Endpoint[] = [];
     for (const ep of found.endpoints) {

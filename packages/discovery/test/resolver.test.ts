@@ -14,7 +14,16 @@ import {
   type Upstream,
 } from '@ugate/core';
 import { describe, expect, it } from 'vitest';
-import { type Answer, Discovery, type Endpoint, type PullSource, type PushSink, type PushSource, pickOrder } from '../src/index.js';
+import {
+  type Answer,
+  Discovery,
+  type Endpoint,
+  type PullSource,
+  type PushSink,
+  type PushSource,
+  pickOrder,
+  pinnedId,
+} from '../src/index.js';
 
 const ID_A = 'a'.repeat(52);
 const ID_B = 'b'.repeat(52);
@@ -233,6 +242,20 @@ describe('Discovery endpoint choice', () => {
       `direct 10.0.0.1:80: ${name} pins key ${ID_A}`,
       `ssh 10.0.0.2:15022: ${name} pins key ${ID_A}`,
     ]);
+  });
+
+  it('a fallback (the SSH gateways for <id>.m) answers after the sources and before catch-all routes', async () => {
+    const d = new Discovery({
+      router: new Router({ routes: [{ match: '*', carrier: 'direct' }] }),
+      sources: [table('dns', {})],
+      fallback: (x) => (pinnedId(x.host) ? { carrier: 'ssh', reason: 'gateway' } : undefined),
+    });
+    const x = await d.explain(makeTarget(`${ID_A}.m`, 22));
+    expect(x.answeredBy).toBe('gateway');
+    expect(x.steps.map((s) => `${s.source}:${s.result}`)).toEqual(['config:no record', 'dns:no record', 'gateway:answer']);
+    expect((await d.explain(t('plain.example:22'))).answeredBy).toBe('default');
+    expect(pinnedId(`${ID_A}.m.mesh.internal`)).toBe(ID_A);
+    expect(pinnedId(`x${ID_A}.m`)).toBeUndefined();
   });
 
   it('an IP target with no record is mapped to its name by PTR and resolved by name; the far end is asked for the name', async () => {
