@@ -1,14 +1,20 @@
 import type { Logger, NodeIdentity } from '@ugate/core';
-import { type Source, staticSource } from '@ugate/discovery';
-import type { Config } from './config.js';
+import { kubernetesSource, type Source, staticSource } from '@ugate/discovery';
+import { type Config, resolvePath } from './config.js';
 
 /** The discovery sources the config asks for, in its precedence order. */
-export function buildSources(config: Config, _baseDir: string, _identity: NodeIdentity, _log: Logger): Source[] {
+export function buildSources(config: Config, baseDir: string, _identity: NodeIdentity, log: Logger): Source[] {
   const d = config.discovery;
   const make: Record<(typeof d.order)[number], () => Source | undefined> = {
     static: () => (d.static ? staticSource(d.static) : undefined),
     xds: () => undefined,
-    kubernetes: () => undefined,
+    kubernetes: () =>
+      d.kubernetes &&
+      kubernetesSource({
+        ...d.kubernetes,
+        kubeconfig: d.kubernetes.kubeconfig && resolvePath(baseDir, d.kubernetes.kubeconfig),
+        logger: log.child({ source: 'kubernetes' }),
+      }),
     dns: () => undefined,
     local: () => undefined,
   };

@@ -437,9 +437,9 @@ export function toUpstream(ep: Endpoint, reason: string, target?: Target): Upstr
       return { carrier: 'direct', address: ep.address, reason };
     case 'ssh':
       // `via` names the SSH server to go through; the far end is asked for the name itself.
-      return { carrier: 'ssh', via: formatTarget(ep.address), identity: ep.identity, target, reason };
+      return { carrier: 'ssh', via: formatTarget(ep.address), identity: ep.identity, target: ep.target ?? target, reason };
     default:
-      return { carrier: ep.carrier, address: ep.address, identity: ep.identity, gateway: ep.gateway, target, reason };
+      return { carrier: ep.carrier, address: ep.address, identity: ep.identity, gateway: ep.gateway, target: ep.target ?? target, reason };
   }
 }
 

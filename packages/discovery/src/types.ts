@@ -18,6 +18,8 @@ export interface Endpoint {
   readonly identity?: string;
   /** Reach `address` through this gateway (double HBONE / network gateway). */
   readonly gateway?: { readonly address: Target; readonly identity?: string };
+  /** Ask the far end for this instead of the requested name (the HBONE `:authority`: ambient pods want podIP:targetPort). */
+  readonly target?: Target;
   /** Free-form labels (zone, network, source-specific ids): shown by `explain`, not used to route. */
   readonly labels?: Readonly<Record<string, string>>;
   /** Relative share within a priority level. Default 1; 0 = only when nothing else is left. */
