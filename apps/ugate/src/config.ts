@@ -212,6 +212,12 @@ export const configSchema = z.strictObject({
           intervalMs: z.number().int().positive().optional(),
           /** IPv4 addresses of the interfaces to announce on; default all non-internal ones. */
           interfaces: z.array(z.string()).optional(),
+          /** Multicast TTL (1 = this link only). */
+          ttl: z.number().int().min(1).max(255).optional(),
+          /** Also hear our own host's other nodes (single-machine setups). */
+          loopback: z.boolean().optional(),
+          /** Announcements older or newer than this (clock skew) are dropped. */
+          maxAgeMs: z.number().int().positive().optional(),
         })
         .optional(),
     })

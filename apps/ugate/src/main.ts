@@ -49,6 +49,7 @@ async function run(file: string | undefined): Promise<void> {
     baseDir: loaded.baseDir,
     logger: log,
     loadConfig: () => loadConfig(source),
+    worker: workerIndex(),
   });
   log.info({ config: loaded.source, nativeCrypto: nativeCryptoLoaded }, 'starting');
   let stopping = false;

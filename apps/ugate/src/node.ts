@@ -37,6 +37,8 @@ export interface NodeOptions {
   logger?: Logger & { getLevel?(): LogLevel; setLevel?(l: LogLevel): void };
   /** Where `reload()` without an argument reads the config again (the file the node started from). */
   loadConfig?: () => { config: Config; baseDir: string };
+  /** With `workers: N`, this worker's index: only worker 0 announces on the LAN. */
+  worker?: number;
   /** Static files of the dashboard, served by the admin endpoint. */
   dashboard?: (path: string) => { type: string; body: Buffer } | undefined;
 }
@@ -123,7 +125,7 @@ export function createNode(input: ConfigInput | Config, opts: NodeOptions = {}):
   };
   const discovery = new Discovery({
     router,
-    sources: buildSources(config, baseDir, identity, log),
+    sources: buildSources(config, baseDir, identity, log, opts.worker),
     policy,
     onPolicyChange: reauthorize,
     // `<id>.m` that no source knows: ask the SSH gateways, where the key's owner registers it.
@@ -386,7 +388,7 @@ export function createNode(input: ConfigInput | Config, opts: NodeOptions = {}):
         applied.push('ssh.gateways');
       }
       if (changed('discovery')) {
-        await discovery.setSources(buildSources(next, nextDir, identity, log), running);
+        await discovery.setSources(buildSources(next, nextDir, identity, log, opts.worker), running);
         applied.push('discovery');
       }
       const errors = running ? await applyListeners(wanted(next, nextDir)) : [];

@@ -1,9 +1,9 @@
-import type { Logger, NodeIdentity } from '@ugate/core';
-import { kubernetesSource, type Source, staticSource } from '@ugate/discovery';
+import { type Logger, type NodeIdentity, parseListen, parseTarget } from '@ugate/core';
+import { kubernetesSource, type MulticastInit, multicastSource, type Source, staticSource } from '@ugate/discovery';
 import { type Config, resolvePath } from './config.js';
 
 /** The discovery sources the config asks for, in its precedence order. */
-export function buildSources(config: Config, baseDir: string, _identity: NodeIdentity, log: Logger): Source[] {
+export function buildSources(config: Config, baseDir: string, identity: NodeIdentity, log: Logger, worker = 0): Source[] {
   const d = config.discovery;
   const make: Record<(typeof d.order)[number], () => Source | undefined> = {
     static: () => (d.static ? staticSource(d.static) : undefined),
@@ -16,7 +16,18 @@ export function buildSources(config: Config, baseDir: string, _identity: NodeIde
         logger: log.child({ source: 'kubernetes' }),
       }),
     dns: () => undefined,
-    local: () => undefined,
+    local: () => {
+      // One announcer per node: with `workers: N`, the first worker.
+      if (!d.local || worker > 0) return undefined;
+      const carriers: MulticastInit['carriers'] = [];
+      if (config.ssh.listen) carriers.push({ carrier: 'ssh', port: parseListen(config.ssh.listen).port });
+      if (config.hbone?.listen) carriers.push({ carrier: 'hbone', port: parseListen(config.hbone.listen).port });
+      if (carriers.length === 0) {
+        log.warn({ code: 'UGATE_ERR_CONFIG' }, 'discovery.local: no SSH or HBONE listener to announce; listening only');
+      }
+      const names = [...new Set([...config.names, ...Object.keys(config.services).map((k) => parseTarget(k).host)])];
+      return multicastSource({ identity, names, carriers, ...d.local });
+    },
   };
   return d.order.map((name) => make[name]()).filter((s): s is Source => s !== undefined);
 }
