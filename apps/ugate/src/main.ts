@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { isUgateError, loadOrCreateIdentity, meshName } from '@ugate/core';
+import { dashboardFiles } from '@ugate/dashboard';
 import type { Explanation } from '@ugate/discovery';
 import { createCa, issueWorkloadCert, readCa, writeCa, writeCredentials } from '@ugate/proto-hbone';
 import { nativeCryptoLoaded } from '@ugate/proto-ssh';
@@ -50,6 +51,7 @@ async function run(file: string | undefined): Promise<void> {
     logger: log,
     loadConfig: () => loadConfig(source),
     worker: workerIndex(),
+    dashboard: dashboardFiles(),
   });
   log.info({ config: loaded.source, nativeCrypto: nativeCryptoLoaded }, 'starting');
   let stopping = false;

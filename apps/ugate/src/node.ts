@@ -20,7 +20,7 @@ import {
   toUgateError,
   UgateError,
 } from '@ugate/core';
-import { Discovery, type Explanation, pinnedId } from '@ugate/discovery';
+import { Discovery, dnsServer, type Explanation, pinnedId, vip6FromId } from '@ugate/discovery';
 import { findIstioCredentials, h2rNode, hboneDialer, hboneServer, sniGateway, WorkloadCredentials } from '@ugate/proto-hbone';
 import { httpProxy } from '@ugate/proto-http';
 import { socks } from '@ugate/proto-socks';
@@ -230,7 +230,37 @@ export function createNode(input: ConfigInput | Config, opts: NodeOptions = {}):
     if (sni) add('sni', sni, () => sniGateway({ listen: sni.listen })(components));
     if (sk) add('socks', sk, () => socks({ listen: sk.listen, users: sk.users })(components));
     if (http) add('http', http, () => httpProxy({ listen: http.listen, users: http.users })(components));
+    const dns = cfg.dns;
+    if (dns) {
+      add('dns', dns, () =>
+        dnsServer({
+          listen: dns.listen,
+          domain: dns.domain,
+          meshPrefix: cfg.meshPrefix,
+          forwarders: dns.forwarders,
+          lookup: meshRecords,
+          logger: log.child({ component: 'dns' }),
+        }),
+      );
+    }
     return w;
+  }
+  /**
+   * What the built-in DNS server answers for a mesh name: this node's names → its VIP6; names
+   * of peers connected here, and names discovery learned with a pinned node ID → that node's VIP6.
+   */
+  function meshRecords(name: string): { aaaa: string[] } | undefined {
+    const n = name.toLowerCase();
+    const domain = config.dns?.domain;
+    const bare = domain && n.endsWith(`.${domain}`) ? n.slice(0, -domain.length - 1) : n;
+    const ids = new Set<string>();
+    for (const c of new Set([n, bare])) {
+      if (names.includes(c)) ids.add(identity.id);
+      for (const p of sshServers.flatMap((s) => s.peers())) if (p.id && p.names.includes(c)) ids.add(p.id);
+      for (const ep of discovery.known(c)) if (ep.identity && !ep.identity.startsWith('spiffe:')) ids.add(ep.identity);
+    }
+    if (ids.size === 0) return undefined;
+    return { aaaa: [...ids].map((id) => vip6FromId(id, config.meshPrefix)).filter((v): v is string => v !== undefined) };
   }
   const listeners = new Map<string, { key: string; listener: Listener }>();
   for (const [name, w] of wanted(config, baseDir)) listeners.set(name, { key: w.key, listener: w.make() });

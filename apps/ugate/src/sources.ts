@@ -1,5 +1,5 @@
 import { type Logger, type NodeIdentity, parseListen, parseTarget } from '@ugate/core';
-import { kubernetesSource, type MulticastInit, multicastSource, type Source, staticSource } from '@ugate/discovery';
+import { dnsSource, kubernetesSource, type MulticastInit, multicastSource, type Source, staticSource } from '@ugate/discovery';
 import { type Config, resolvePath } from './config.js';
 
 /** The discovery sources the config asks for, in its precedence order. */
@@ -15,7 +15,7 @@ export function buildSources(config: Config, baseDir: string, identity: NodeIden
         kubeconfig: d.kubernetes.kubeconfig && resolvePath(baseDir, d.kubernetes.kubeconfig),
         logger: log.child({ source: 'kubernetes' }),
       }),
-    dns: () => undefined,
+    dns: () => d.dns && dnsSource({ ...d.dns, negativeTtlMs: d.negativeTtlMs }),
     local: () => {
       // One announcer per node: with `workers: N`, the first worker.
       if (!d.local || worker > 0) return undefined;

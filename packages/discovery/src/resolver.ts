@@ -198,6 +198,12 @@ export class Discovery implements Resolver {
     this.#health.set(key, h);
   }
 
+  /** Endpoints the push sources hold for `host` (any port), e.g. for the built-in DNS server. */
+  known(host: string): Endpoint[] {
+    const h = host.toLowerCase().replace(/\.$/, '');
+    return [...this.#pushed.values()].flatMap((t) => [...(t.get(h)?.values() ?? [])].flatMap((u) => u.endpoints ?? []));
+  }
+
   /** Everything the push sources hold, and the pull cache, for the admin API. */
   status(): object {
     const now = Date.now();
