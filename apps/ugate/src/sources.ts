@@ -1,5 +1,6 @@
+import { readFileSync } from 'node:fs';
 import { type Logger, type NodeIdentity, parseListen, parseTarget } from '@ugate/core';
-import { dnsSource, kubernetesSource, type MulticastInit, multicastSource, type Source, staticSource } from '@ugate/discovery';
+import { dnsSource, kubernetesSource, type MulticastInit, multicastSource, type Source, staticSource, xdsSource } from '@ugate/discovery';
 import { type Config, resolvePath } from './config.js';
 
 /** The discovery sources the config asks for, in its precedence order. */
@@ -7,7 +8,22 @@ export function buildSources(config: Config, baseDir: string, identity: NodeIden
   const d = config.discovery;
   const make: Record<(typeof d.order)[number], () => Source | undefined> = {
     static: () => (d.static ? staticSource(d.static) : undefined),
-    xds: () => undefined,
+    xds: () => {
+      const x = d.xds;
+      if (!x) return undefined;
+      const read = (p: string | undefined) => (p === undefined ? undefined : readFileSync(resolvePath(baseDir, p), 'utf8'));
+      const ca = read(x.ca);
+      return xdsSource({
+        address: x.address,
+        tls: ca === undefined ? undefined : { ca, cert: read(x.cert), key: read(x.key) },
+        token: read(x.tokenFile)?.trim(),
+        nodeId: x.nodeId,
+        trustDomain: x.trustDomain,
+        network: config.network,
+        myNamespace: x.namespace,
+        myServiceAccount: x.serviceAccount,
+      });
+    },
     kubernetes: () =>
       d.kubernetes &&
       kubernetesSource({

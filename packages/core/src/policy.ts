@@ -30,6 +30,8 @@ interface Rule {
   readonly sources: BlockList | undefined;
   readonly index: number;
   readonly origin: string;
+  /** Istio's rules guard a workload's inbound side: they do not judge this node's own egress. */
+  readonly inboundOnly: boolean;
 }
 
 function blockList(cidrs: string[] | undefined): BlockList | undefined {
@@ -72,8 +74,9 @@ export class Policy {
    * Replace the rules that came from `origin` (all sets are evaluated together, Istio style:
    * any matching DENY wins, and with any ALLOW present some ALLOW must match).
    */
-  setSource(origin: string, rules: readonly PolicyRuleInit[]): void {
+  setSource(origin: string, rules: readonly PolicyRuleInit[], opts: { inboundOnly?: boolean } = {}): void {
     const parsed = rules.map((r, index) => ({
+      inboundOnly: opts.inboundOnly ?? false,
       action: r.action,
       to: (r.to ?? []).map(parseHostPattern),
       from: r.from ?? [],
@@ -95,10 +98,11 @@ export class Policy {
 
   /** Throws POLICY_DENIED with the reason. */
   authorize(req: StreamRequest): void {
-    const matching = this.#rules.filter((r) => matches(r, req));
+    const rules = req.peer.kind === 'local' ? this.#rules.filter((r) => !r.inboundOnly) : this.#rules;
+    const matching = rules.filter((r) => matches(r, req));
     const deny = matching.find((r) => r.action === 'deny');
     if (deny) throw denied(req, label(deny));
-    const hasAllow = this.#rules.some((r) => r.action === 'allow');
+    const hasAllow = rules.some((r) => r.action === 'allow');
     if (hasAllow && !matching.some((r) => r.action === 'allow')) throw denied(req, 'no allow rule matched');
   }
 }

@@ -384,7 +384,8 @@ export class Discovery implements Resolver {
       policy: (rules: Parameters<Policy['setSource']>[1]) => {
         if (!this.#policy) return;
         try {
-          this.#policy.setSource(s.name, rules);
+          // Sources speak for the mesh (Istio authorizations): rules for streams peers send us.
+          this.#policy.setSource(s.name, rules, { inboundOnly: true });
           this.#onPolicy?.();
         } catch (e) {
           const err = toUgateError(e);

@@ -67,7 +67,11 @@ export interface PushSink {
   update(u: Update): void;
   /** Drop every record this source pushed (e.g. a full state replace); then `update` the new set. */
   reset(): void;
-  /** Replace this source's policy rules (Istio authorizations); evaluated before the static policy. */
+  /**
+   * Replace this source's policy rules (Istio authorizations). They join the configured rules
+   * (any matching DENY wins; with an ALLOW, some ALLOW must match) and judge streams from peers
+   * only, not this node's own egress.
+   */
   policy?(rules: readonly PolicyRuleInit[]): void;
 }
 

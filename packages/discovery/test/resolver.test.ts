@@ -288,6 +288,10 @@ describe('Discovery endpoint choice', () => {
     expect(() => policy.authorize(req('ok.example:80', 'td/ns/b/sa/y'))).toThrow(/no allow rule matched/);
     expect(() => policy.authorize(req('evil.example:80', 'td/ns/a/sa/x'))).toThrow(/deny rule #0/);
     expect(policy.counts()).toEqual({ config: 1, xds: 1 });
+    // the mesh's rules judge what peers send us, not this node's own egress
+    const local: StreamRequest = { ...req('ok.example:80', 'x'), peer: { kind: 'local', principals: [] } };
+    expect(() => policy.authorize(local)).not.toThrow();
+    expect(() => policy.authorize({ ...local, target: t('evil.example:80') })).toThrow(/deny rule #0/);
     xds.sink().policy!([]);
     expect(() => policy.authorize(req('ok.example:80', 'td/ns/b/sa/y'))).not.toThrow();
   });
