@@ -154,6 +154,32 @@ describe('DNS discovery with DANE', () => {
   });
 });
 
+describe('precedence between sources', () => {
+  it('the same name in static config and DNS: the configured order decides, and resolve says which answered', async () => {
+    const both = (order: string) =>
+      `dataDir: ./client\nssh: { listen: null }\nhbone: null\nadmin: null\nroutes: [{ match: "*", carrier: direct }]\n` +
+      `discovery:\n  order: ${order}\n  dns: { servers: ["${bind.server}"], domains: [dane.test] }\n` +
+      '  static: [{ name: good.dane.test, endpoints: [{ carrier: direct, address: "127.0.0.1:9" }] }]\n';
+    const resolve = async (order: string) => {
+      writeFileSync(join(dir, 'both.yaml'), both(order));
+      const r = await run('node', [BIN, 'resolve', 'good.dane.test:8080', '-c', join(dir, 'both.yaml'), '--local', '--json']);
+      return JSON.parse(r.stdout.toString()) as { answeredBy: string; steps: { source: string; result: string }[] };
+    };
+    const staticFirst = await resolve('[static, dns]');
+    expect(staticFirst.answeredBy).toBe('static');
+    expect(staticFirst.steps.map((s) => `${s.source}:${s.result}`)).toEqual(['config:no record', 'static:answer']);
+    const dnsFirst = await resolve('[dns, static]');
+    expect(dnsFirst.answeredBy).toBe('dns');
+    expect(dnsFirst.steps.map((s) => `${s.source}:${s.result}`)).toEqual(['config:no record', 'dns:answer']);
+    // a name neither knows falls through both to the catch-all route
+    writeFileSync(join(dir, 'both.yaml'), both('[static, dns]'));
+    const r = await run('node', [BIN, 'resolve', 'nothing.dane.test:80', '-c', join(dir, 'both.yaml'), '--local']);
+    expect(r.stdout.toString()).toMatch(
+      /config\s+no record[\s\S]*static\s+no record[\s\S]*dns\s+no record[\s\S]*default\s+answer\s+route \*/,
+    );
+  });
+});
+
 describe('the built-in DNS server (dig)', () => {
   it('answers <id>.m and the node names with VIP6 addresses', async () => {
     const m = await dig(`${who.client!.id}.m`, 'AAAA', '+short');
