@@ -156,7 +156,7 @@ export const configSchema = z.strictObject({
               .array(
                 z.strictObject({
                   carrier: z.enum(['direct', 'ssh', 'hbone', 'hbonec']),
-                  address: server(0),
+                  address: server(1),
                   identity: z.string().optional(),
                   gateway: z.strictObject({ address: server(15008), identity: z.string().optional() }).optional(),
                   weight: z.number().int().nonnegative().optional(),

@@ -1,7 +1,7 @@
 /**
  * DNS discovery: a small stub-resolver client (UDP with TCP fallback, on `dns-packet`) and a pull
  * source that reads ugate's records (SRV, TXT, DANE TLSA) and plain A/AAAA. The record set is
- * described in README-dns.md.
+ * described in README.md (DNS).
  */
 import { randomInt } from 'node:crypto';
 import { createSocket } from 'node:dgram';
@@ -488,7 +488,7 @@ async function together<T extends readonly unknown[]>(ac: AbortController, ps: {
  * A pull source over DNS. For a host H it reads, in one round: `_ugate-ssh._tcp.H` and
  * `_ugate-hbone._tcp.H` SRV, `_ugate.H` TXT, and H's A/AAAA; then, when carriers are published,
  * the SRV targets' addresses and `_<port>._tcp.<host>` TLSA for each carrier endpoint.
- * See README-dns.md for the record set.
+ * See README.md (DNS) for the record set.
  */
 export function dnsSource(init: DnsSourceInit): PullSource {
   return new DnsSource(init);

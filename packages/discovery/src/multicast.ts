@@ -4,7 +4,7 @@
  * Every node sends a small signed datagram to an organization-local IPv4 group; receivers check the
  * signature against the key in the packet, the key against the announced node ID, the timestamp and
  * the sequence number, then publish `<id>.m` and the announced names with endpoints pinned to that
- * ID at the packet's source address. The wire format is in README-multicast.md.
+ * ID at the packet's source address. The wire format is in README.md (LAN multicast).
  */
 import { createPublicKey, type KeyObject, sign, verify } from 'node:crypto';
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
@@ -75,7 +75,7 @@ export function isAnnounceableName(name: string): boolean {
   return name === name.toLowerCase() && !name.endsWith('.') && !isIP(name) && isValidHost(name) && !RESERVED.test(name);
 }
 
-/** Header ‖ JSON body ‖ signature over both (see README-multicast.md). */
+/** Header ‖ JSON body ‖ signature over both (see README.md (LAN multicast)). */
 export function encodeAnnouncement(a: Announcement, key: KeyObject): Buffer {
   const body = {
     id: a.id,

@@ -1,4 +1,4 @@
-import { parseTarget } from '@ugate/core';
+import { ErrorCodes, parseTarget, UgateError } from '@ugate/core';
 import type { Endpoint, PushSink, PushSource } from './types.js';
 
 /** An endpoint as written in the config. */
@@ -21,6 +21,15 @@ export interface StaticRecordInit {
 
 const DEFAULT_PORT: Record<string, number | undefined> = { ssh: 15022, hbone: 15008, hbonec: 15009 };
 
+function endpointAddress(name: string, e: StaticEndpointInit) {
+  const port = DEFAULT_PORT[e.carrier];
+  const t = parseTarget(e.address, port ?? 1);
+  if (port === undefined && !/:\d+$/.test(e.address)) {
+    throw new UgateError(ErrorCodes.CONFIG, `discovery.static ${name}: a ${e.carrier} endpoint needs host:port (${e.address})`);
+  }
+  return t;
+}
+
 /** Endpoints from the config, answering like any other source (weights, priorities, health). */
 export function staticSource(records: StaticRecordInit[]): PushSource {
   const parsed = records.map((r) => {
@@ -32,7 +41,7 @@ export function staticSource(records: StaticRecordInit[]): PushSource {
       endpoints: r.endpoints.map(
         (e): Endpoint => ({
           carrier: e.carrier,
-          address: parseTarget(e.address, DEFAULT_PORT[e.carrier]),
+          address: endpointAddress(r.name, e),
           identity: e.identity,
           gateway: e.gateway && { address: parseTarget(e.gateway.address, 15008), identity: e.gateway.identity },
           weight: e.weight,
