@@ -19,6 +19,13 @@ export interface PolicyRuleInit {
   namespaces?: string[];
   /** Source addresses: IPs or CIDRs (`10.0.0.0/8`, `fd00::/64`). Empty = any. */
   sources?: string[];
+  /** The rule does not match these destinations / identities / namespaces / addresses (Istio's `not_*`). */
+  notTo?: string[];
+  notFrom?: string[];
+  notNamespaces?: string[];
+  notSources?: string[];
+  /** true: only peers that proved an identity (a principal or key); false: only peers that did not. */
+  authenticated?: boolean;
 }
 
 interface Rule {
@@ -28,6 +35,11 @@ interface Rule {
   readonly protocols: readonly string[];
   readonly namespaces: readonly string[];
   readonly sources: BlockList | undefined;
+  readonly notTo: HostPattern[];
+  readonly notFrom: readonly string[];
+  readonly notNamespaces: readonly string[];
+  readonly notSources: BlockList | undefined;
+  readonly authenticated: boolean | undefined;
   readonly index: number;
   readonly origin: string;
   /** Istio's rules guard a workload's inbound side: they do not judge this node's own egress. */
@@ -83,6 +95,11 @@ export class Policy {
       protocols: r.protocols ?? [],
       namespaces: r.namespaces ?? [],
       sources: blockList(r.sources),
+      notTo: (r.notTo ?? []).map(parseHostPattern),
+      notFrom: r.notFrom ?? [],
+      notNamespaces: r.notNamespaces ?? [],
+      notSources: blockList(r.notSources),
+      authenticated: r.authenticated,
       index,
       origin,
     }));
@@ -114,19 +131,33 @@ function denied(req: StreamRequest, why: string): UgateError {
   return new UgateError(ErrorCodes.POLICY_DENIED, `${who} → ${formatTarget(req.target)} denied: ${why}`);
 }
 
+function inList(list: BlockList, address: string): boolean {
+  const a = address.replace(/^::ffff:/, '');
+  return isIP(a) !== 0 && list.check(a, isIP(a) === 6 ? 'ipv6' : 'ipv4');
+}
+
+function isFrom(from: readonly string[], req: StreamRequest): boolean {
+  const names = new Set<string>(req.peer.principals);
+  if (req.peer.id) names.add(req.peer.id);
+  // `local` is a keyword for this node's own streams, never a remote peer's user or principal name.
+  return from.some((f) => f === '*' || (f === 'local' ? req.peer.kind === 'local' : names.has(f)));
+}
+
+const inNamespace = (list: readonly string[], req: StreamRequest) => req.peer.principals.some((p) => list.includes(namespaceOf(p) ?? ''));
+
 function matches(r: Rule, req: StreamRequest): boolean {
   if (r.to.length > 0 && !r.to.some((p) => matchHost(p, req.target))) return false;
+  if (r.notTo.some((p) => matchHost(p, req.target))) return false;
   if (r.protocols.length > 0 && !r.protocols.includes(req.protocol)) return false;
-  if (r.namespaces.length > 0 && !req.peer.principals.some((p) => r.namespaces.includes(namespaceOf(p) ?? ''))) return false;
-  if (r.sources) {
-    const a = req.source.address.replace(/^::ffff:/, '');
-    if (!isIP(a) || !r.sources.check(a, isIP(a) === 6 ? 'ipv6' : 'ipv4')) return false;
-  }
-  if (r.from.length > 0) {
-    const names = new Set<string>(req.peer.principals);
-    if (req.peer.id) names.add(req.peer.id);
-    // `local` is a keyword for this node's own streams, never a remote peer's user or principal name.
-    if (!r.from.some((f) => f === '*' || (f === 'local' ? req.peer.kind === 'local' : names.has(f)))) return false;
+  if (r.namespaces.length > 0 && !inNamespace(r.namespaces, req)) return false;
+  if (r.notNamespaces.length > 0 && inNamespace(r.notNamespaces, req)) return false;
+  if (r.sources && !inList(r.sources, req.source.address)) return false;
+  if (r.notSources && inList(r.notSources, req.source.address)) return false;
+  if (r.from.length > 0 && !isFrom(r.from, req)) return false;
+  if (r.notFrom.length > 0 && isFrom(r.notFrom, req)) return false;
+  if (r.authenticated !== undefined) {
+    const proved = req.peer.principals.length > 0 || req.peer.id !== undefined;
+    if (proved !== r.authenticated) return false;
   }
   return true;
 }

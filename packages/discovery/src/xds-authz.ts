@@ -18,12 +18,13 @@ import {
  * list when any of its matches does; a match when every field it sets matches (values within a
  * field OR, `not_*` fields negate). A PolicyRuleInit is one such match without negation, so each
  * group is expanded into the OR of the AND-combinations of its rule lists, and each combination
- * becomes one rule.
+ * becomes one rule. `not_*` fields become the rule's `not*` lists; a `presence` principal match
+ * becomes `authenticated` (so Istio's STRICT "deny peers without an identity" is exact).
  *
- * What a rule cannot say (`not_*` fields, prefix/suffix/presence string matches, destination
- * CIDRs) is approximated towards the safe side: a DENY matches more (the constraint is dropped),
- * an ALLOW matches less (the value, or the whole match, is dropped). Each approximation is
- * reported in `notes` so the caller can log it.
+ * What a rule cannot say (prefix/suffix string matches, destination CIDRs) is approximated
+ * towards the safe side: a DENY matches more (the constraint is dropped), an ALLOW matches less
+ * (the value, or the whole match, is dropped). Each approximation is reported in `notes` so the
+ * caller can log it.
  */
 
 /** An ALLOW that matches nothing still makes "some ALLOW must match" apply: no listener has this protocol. */
@@ -43,13 +44,22 @@ export interface Mapped {
   notes: string[];
 }
 
-/** One conjunction. `undefined` = any value; an empty list = matches nothing. */
+/** One conjunction. `undefined` = any value; an empty list = matches nothing. `not*` lists exclude. */
 interface Clause {
   principals?: string[];
   namespaces?: string[];
   sources?: Cidr[];
   dstIps?: string[];
   ports?: number[];
+  notPrincipals?: string[];
+  notNamespaces?: string[];
+  notSources?: Cidr[];
+  notDstIps?: string[];
+  notPorts?: number[];
+  /** true: the peer proved an identity; false: it did not. */
+  authenticated?: boolean;
+  /** Contradictory conditions (e.g. authenticated and not). */
+  never?: boolean;
 }
 
 interface Cidr {
@@ -103,36 +113,59 @@ function expandGroup(lists: { matches: MatchMsg[] }[], deny: boolean, ctx: Authz
 
 /** One Istio match as a clause; null = can never match (after narrowing an ALLOW). */
 function translate(m: MatchMsg, deny: boolean, ctx: AuthzContext, notes: string[]): Clause | null {
-  const negated = (
-    [
-      ['not_namespaces', m.notNamespaces.length],
-      ['not_principals', m.notPrincipals.length],
-      ['not_service_accounts', m.notServiceAccounts.length],
-      ['not_source_ips', m.notSourceIps.length],
-      ['not_destination_ips', m.notDestinationIps.length],
-      ['not_destination_ports', m.notDestinationPorts.length],
-    ] as const
-  ).filter(([, n]) => n > 0);
-  for (const [field] of negated)
-    notes.push(deny ? `${field} ignored (deny widened)` : `${field} cannot be expressed (match dropped, allow narrowed)`);
-  if (!deny && negated.length > 0) return null;
-
   const c: Clause = {};
-  const principals = strings(m.principals, 'principals', deny, notes, stripScheme);
+  // `presence` on principals = "has an identity"; on not_principals = "has none".
+  const present = (l: StringMatchMsg[]) => l.some((x) => x.matchType === 'presence');
+  if (present(m.principals)) c.authenticated = true;
+  if (present(m.notPrincipals)) c.authenticated = c.authenticated === true ? undefined : false;
+  if (present(m.principals) && present(m.notPrincipals)) c.never = true;
+  const withoutPresence = (l: StringMatchMsg[]) => l.filter((x) => x.matchType !== 'presence');
+
+  const principals = strings(withoutPresence(m.principals), 'principals', deny, notes, stripScheme);
   const accounts = m.serviceAccounts.length > 0 ? m.serviceAccounts.map((s) => principalOf(s, ctx)) : undefined;
   c.principals = both(principals, accounts, (x, y) => x.filter((p) => y.includes(p)));
   c.namespaces = strings(m.namespaces, 'namespaces', deny, notes);
   if (m.sourceIps.length > 0) c.sources = m.sourceIps.map(cidr);
-  if (m.destinationIps.length > 0) {
-    const blocks = m.destinationIps.map(cidr);
-    const hosts = blocks.filter((b) => b.bits === fullBits(b.ip)).map((b) => b.ip);
-    if (hosts.length < blocks.length) {
-      notes.push(deny ? 'destination CIDR ignored (deny widened)' : 'destination CIDR dropped (allow narrowed)');
-      c.dstIps = deny ? undefined : hosts;
-    } else c.dstIps = hosts;
-  }
+  if (m.destinationIps.length > 0) c.dstIps = hostsOf(m.destinationIps, deny, notes, 'destination CIDR');
   if (m.destinationPorts.length > 0) c.ports = [...m.destinationPorts];
+
+  // Negations: a value that cannot be excluded exactly makes a DENY match more (dropped) and an
+  // ALLOW match less (the whole match dropped).
+  let exact = true;
+  const excluded = (l: StringMatchMsg[], field: string, norm = (x: string) => x): string[] | undefined => {
+    if (l.length === 0) return undefined;
+    const out = l.filter((x) => x.matchType === 'exact' && x.exact !== undefined).map((x) => norm(x.exact!));
+    if (out.length < l.length) {
+      exact = false;
+      notes.push(`${field} prefix/suffix match ${deny ? 'ignored (deny widened)' : 'cannot be expressed (match dropped, allow narrowed)'}`);
+    }
+    return out.length ? out : undefined;
+  };
+  const notAccounts = m.notServiceAccounts.map((s) => principalOf(s, ctx));
+  const notPrincipals = [...(excluded(withoutPresence(m.notPrincipals), 'not_principals', stripScheme) ?? []), ...notAccounts];
+  if (notPrincipals.length) c.notPrincipals = notPrincipals;
+  c.notNamespaces = excluded(m.notNamespaces, 'not_namespaces');
+  if (m.notSourceIps.length > 0) c.notSources = m.notSourceIps.map(cidr);
+  if (m.notDestinationIps.length > 0) {
+    const hosts = m.notDestinationIps.map(cidr).filter((b) => b.bits === fullBits(b.ip));
+    if (hosts.length < m.notDestinationIps.length) {
+      exact = false;
+      notes.push(`not_destination_ips CIDR ${deny ? 'ignored (deny widened)' : 'cannot be expressed (match dropped, allow narrowed)'}`);
+    }
+    if (hosts.length) c.notDstIps = hosts.map((b) => b.ip);
+  }
+  if (m.notDestinationPorts.length > 0) c.notPorts = [...m.notDestinationPorts];
+  if (!exact && !deny) return null;
   return isEmpty(c) ? null : c;
+}
+
+/** Destination blocks as host addresses; a real CIDR widens a DENY (ignored) or narrows an ALLOW (dropped). */
+function hostsOf(blocks: IpBlockMsg[], deny: boolean, notes: string[], what: string): string[] | undefined {
+  const all = blocks.map(cidr);
+  const hosts = all.filter((b) => b.bits === fullBits(b.ip)).map((b) => b.ip);
+  if (hosts.length === all.length) return hosts;
+  notes.push(deny ? `${what} ignored (deny widened)` : `${what} dropped (allow narrowed)`);
+  return deny ? undefined : hosts;
 }
 
 /** Exact values pass; other kinds widen a DENY (field ignored) or narrow an ALLOW (value dropped). */
@@ -163,13 +196,24 @@ function both<T>(a: T[] | undefined, b: T[] | undefined, f: (x: T[], y: T[]) => 
 
 const common = <T>(x: T[], y: T[]) => x.filter((v) => y.includes(v));
 
+const union = <T>(x: T[], y: T[]) => [...new Set([...x, ...y])];
+
 function intersect(a: Clause, b: Clause): Clause {
+  const auth = a.authenticated ?? b.authenticated;
   return {
     principals: both(a.principals, b.principals, common),
     namespaces: both(a.namespaces, b.namespaces, common),
     dstIps: both(a.dstIps, b.dstIps, common),
     ports: both(a.ports, b.ports, common),
     sources: both(a.sources, b.sources, (x, y) => x.flatMap((p) => y.flatMap((q) => overlap(p, q)))),
+    // AND of exclusions: excluded if any side excludes it.
+    notPrincipals: both(a.notPrincipals, b.notPrincipals, union),
+    notNamespaces: both(a.notNamespaces, b.notNamespaces, union),
+    notSources: both(a.notSources, b.notSources, union),
+    notDstIps: both(a.notDstIps, b.notDstIps, union),
+    notPorts: both(a.notPorts, b.notPorts, union),
+    authenticated: auth,
+    never: a.never || b.never || (a.authenticated !== undefined && b.authenticated !== undefined && a.authenticated !== b.authenticated),
   };
 }
 
@@ -183,7 +227,8 @@ function overlap(p: Cidr, q: Cidr): Cidr[] {
   return list.check(narrow.ip, family) ? [narrow] : [];
 }
 
-const isEmpty = (c: Clause) => [c.principals, c.namespaces, c.sources, c.dstIps, c.ports].some((v) => v !== undefined && v.length === 0);
+const isEmpty = (c: Clause) =>
+  c.never === true || [c.principals, c.namespaces, c.sources, c.dstIps, c.ports].some((v) => v !== undefined && v.length === 0);
 
 function toRule(action: 'allow' | 'deny', c: Clause): PolicyRuleInit {
   const r: PolicyRuleInit = { action };
@@ -194,5 +239,11 @@ function toRule(action: 'allow' | 'deny', c: Clause): PolicyRuleInit {
   if (c.dstIps && c.ports) r.to = c.dstIps.flatMap((ip) => c.ports!.map((p) => `${hostPart(ip)}:${p}`));
   else if (c.dstIps) r.to = c.dstIps;
   else if (c.ports) r.to = c.ports.map((p) => `*:${p}`);
+  if (c.notPrincipals) r.notFrom = c.notPrincipals;
+  if (c.notNamespaces) r.notNamespaces = c.notNamespaces;
+  if (c.notSources) r.notSources = c.notSources.map((s) => (s.bits === fullBits(s.ip) ? s.ip : `${s.ip}/${s.bits}`));
+  const notTo = [...(c.notDstIps ?? []).map(hostPart), ...(c.notPorts ?? []).map((p) => `*:${p}`)];
+  if (notTo.length) r.notTo = notTo;
+  if (c.authenticated !== undefined) r.authenticated = c.authenticated;
   return r;
 }

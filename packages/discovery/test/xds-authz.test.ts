@@ -108,22 +108,42 @@ describe('mapAuthorization', () => {
   });
 
   describe('approximations lean to the safe side', () => {
-    it('DENY with a negation drops the negated constraint (denies more)', () => {
+    it("Istio's STRICT policy (DENY peers without a principal) is exact: authenticated peers pass", () => {
       const { rules, notes } = mapAuthorization(
         authz('deny', [{ notPrincipals: [{ matchType: 'presence' }], destinationPorts: [8080] }]),
         ctx,
       );
-      expect(rules).toEqual([{ action: 'deny', to: ['*:8080'] }]);
-      expect(notes).toEqual(['not_principals ignored (deny widened)']);
-      // Istio would let an authenticated peer through; the mapping denies it too.
-      expect(decide(rules, { principal: 'cluster.local/ns/a/sa/x', target: 'x.test:8080' })).toBe('deny');
+      expect(rules).toEqual([{ action: 'deny', to: ['*:8080'], authenticated: false }]);
+      expect(notes).toEqual([]);
+      expect(decide(rules, { principal: 'cluster.local/ns/a/sa/x', target: 'x.test:8080' })).toBe('allow');
+      expect(decide(rules, { target: 'x.test:8080' })).toBe('deny');
+      expect(decide(rules, { target: 'x.test:9090' })).toBe('allow');
     });
 
-    it('ALLOW with a negation drops that match (allows less), keeping "some ALLOW must match"', () => {
-      const { rules, notes } = mapAuthorization(authz('allow', [{ notNamespaces: [exact('bad')] }]), ctx);
-      expect(rules).toEqual([{ action: 'allow', protocols: [NO_PROTOCOL] }]);
-      expect(notes).toEqual(['not_namespaces cannot be expressed (match dropped, allow narrowed)']);
-      expect(decide(rules, { principal: 'cluster.local/ns/good/sa/x', target: 'x.test:1' })).toBe('deny');
+    it('not_* fields exclude exactly, in ALLOW and DENY', () => {
+      const allow = mapAuthorization(authz('allow', [{ notNamespaces: [exact('bad')], notDestinationPorts: [22] }]), ctx);
+      expect(allow.rules).toEqual([{ action: 'allow', notNamespaces: ['bad'], notTo: ['*:22'] }]);
+      expect(allow.notes).toEqual([]);
+      expect(decide(allow.rules, { principal: 'cluster.local/ns/good/sa/x', target: 'x.test:1' })).toBe('allow');
+      expect(decide(allow.rules, { principal: 'cluster.local/ns/bad/sa/x', target: 'x.test:1' })).toBe('deny');
+      expect(decide(allow.rules, { principal: 'cluster.local/ns/good/sa/x', target: 'x.test:22' })).toBe('deny');
+      const deny = mapAuthorization(
+        authz('deny', [{ notPrincipals: [exact('spiffe://cluster.local/ns/a/sa/admin')], notSourceIps: [v4('10.9.0.0', 16)] }]),
+        ctx,
+      );
+      expect(deny.rules).toEqual([{ action: 'deny', notFrom: ['cluster.local/ns/a/sa/admin'], notSources: ['10.9.0.0/16'] }]);
+      expect(decide(deny.rules, { principal: 'cluster.local/ns/a/sa/admin', target: 'x.test:1' })).toBe('allow');
+      expect(decide(deny.rules, { principal: 'cluster.local/ns/a/sa/x', target: 'x.test:1', source: '10.9.1.1' })).toBe('allow');
+      expect(decide(deny.rules, { principal: 'cluster.local/ns/a/sa/x', target: 'x.test:1' })).toBe('deny');
+    });
+
+    it('a not_* prefix match cannot be expressed: a DENY ignores it (denies more), an ALLOW drops the match (allows less)', () => {
+      const m = { notPrincipals: [{ matchType: 'prefix' as const, prefix: 'cluster.local/ns/ops/' }], destinationPorts: [22] };
+      const deny = mapAuthorization(authz('deny', [m]), ctx);
+      expect(deny.rules).toEqual([{ action: 'deny', to: ['*:22'] }]);
+      expect(deny.notes).toEqual(['not_principals prefix/suffix match ignored (deny widened)']);
+      const allow = mapAuthorization(authz('allow', [m]), ctx);
+      expect(allow.rules).toEqual([{ action: 'allow', protocols: [NO_PROTOCOL] }]);
     });
 
     it('prefix, suffix and presence matches widen a DENY and narrow an ALLOW', () => {

@@ -392,13 +392,29 @@ describe('xds source', () => {
         groups: [{ rules: [{ matches: [{ notPrincipals: [{ presence: {} }] }] }] }],
       },
     });
+    // Istio's STRICT mTLS policy maps exactly: deny peers that proved no identity.
     await ackOf(server.push(AUTHORIZATION, [strict('1')]), AUTHORIZATION);
-    await ackOf(server.push(AUTHORIZATION, [strict('2')]), AUTHORIZATION);
-    // Negation cannot be expressed: the DENY is widened, never dropped.
-    expect(sink.policies).toEqual([[{ action: 'deny' }]]);
+    expect(sink.policies).toEqual([[{ action: 'deny', authenticated: false }]]);
+    expect(lines.filter((l) => l.msg === 'xds authorization approximated')).toHaveLength(0);
+    // A prefix match cannot be expressed: the DENY is widened, never dropped, and that is logged once.
+    const prefixed = (version: string): Res => ({
+      name: 'istio-system/no-ops',
+      version,
+      body: {
+        name: 'no-ops',
+        namespace: 'istio-system',
+        scope: 'GLOBAL',
+        action: 'DENY',
+        groups: [{ rules: [{ matches: [{ principals: [{ prefix: 'cluster.local/ns/ops/' }] }] }] }],
+      },
+    });
+    await ackOf(server.push(AUTHORIZATION, [prefixed('1')]), AUTHORIZATION);
+    await ackOf(server.push(AUTHORIZATION, [prefixed('2')]), AUTHORIZATION);
+    expect(sink.policies.at(-1)).toEqual(expect.arrayContaining([{ action: 'deny', authenticated: false }, { action: 'deny' }]));
+    expect(sink.policies.at(-1)).toHaveLength(2);
     const notes = lines.filter((l) => l.msg === 'xds authorization approximated');
     expect(notes).toHaveLength(1);
-    expect(notes[0]).toMatchObject({ code: 'UGATE_ERR_UNSUPPORTED', authorization: 'istio-system/strict' });
+    expect(notes[0]).toMatchObject({ code: 'UGATE_ERR_UNSUPPORTED', authorization: 'istio-system/no-ops' });
   });
 
   it('NACKs a response with a malformed resource, keeps the previous state, and applies later good responses', async () => {
