@@ -3,7 +3,8 @@
  * as separate processes; apps use curl through alice's SOCKS5 and HTTP proxy
  * ports to reach bob, which opens no listening port.
  */
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -262,4 +263,105 @@ describe('quickstart mesh', () => {
     );
     expect(Date.now() - back).toBeLessThanOrEqual(2000);
   });
+});
+
+// The dashboard, in a real browser (Debian's chromium, driven by playwright-core from @ugate/dashboard).
+const OUT = fileURLToPath(new URL('./out/', import.meta.url));
+const fromDashboard = createRequire(fileURLToPath(new URL('../packages/dashboard/package.json', import.meta.url)));
+
+const nodeId = async (adminPort: number) => ((await (await fetch(`http://127.0.0.1:${adminPort}/api/node`)).json()) as { id: string }).id;
+
+/** A SOCKS5 connection through alice to bob's upload endpoint that keeps sending until stopped. */
+function slowUpload(): { stop: () => void; sent: () => number } {
+  const host = Buffer.from('bob.mesh.internal');
+  const s = connect({ host: '127.0.0.1', port: 16080 });
+  s.on('error', () => {});
+  s.on('data', () => {});
+  s.write(Buffer.concat([Buffer.from([5, 1, 0, 5, 1, 0, 3, host.length]), host, Buffer.from([0x1f, 0x90])]));
+  s.write('PUT /upload HTTP/1.1\r\nHost: bob.mesh.internal\r\nContent-Length: 1073741824\r\n\r\n');
+  const chunk = Buffer.alloc(16 * 1024, 0x61);
+  let sent = 0;
+  const t = setInterval(() => {
+    if (s.writableLength > 1 << 20) return;
+    s.write(chunk);
+    sent += chunk.length;
+  }, 20);
+  return {
+    stop: () => {
+      clearInterval(t);
+      s.destroy();
+    },
+    sent: () => sent,
+  };
+}
+
+describe('quickstart dashboard', () => {
+  it('shows gateway, alice and bob, and a live stream with throughput while alice uploads to bob', async () => {
+    const { chromium } = fromDashboard('playwright-core') as typeof import('playwright-core');
+    mkdirSync(OUT, { recursive: true });
+    const gatewayId = await nodeId(15000);
+    const aliceId = await nodeId(16000);
+    const bobId = (JSON.parse((await run('node', [BIN, 'id', '-c', join(QS, 'bob.yaml'), '--json'])).stdout.toString()) as { id: string })
+      .id;
+
+    const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox'] });
+    let upload: ReturnType<typeof slowUpload> | undefined;
+    try {
+      const page = await browser.newPage({ viewport: { width: 1280, height: 720 } });
+      const errors: string[] = [];
+      page.on('pageerror', (e) => errors.push(e.message));
+      await page.goto('http://127.0.0.1:15000/');
+      await page.locator('[data-testid="conn-state"][data-state="live"]').waitFor({ timeout: 10_000 });
+
+      // The three nodes: the gateway in the middle, alice and bob as its peers, with their names.
+      const gw = page.getByTestId(`node-${gatewayId}`);
+      const alice = page.getByTestId(`node-${aliceId}`);
+      const bob = page.getByTestId(`node-${bobId}`);
+      for (const n of [gw, alice, bob]) await n.waitFor({ timeout: 10_000 });
+      expect(await gw.getAttribute('class')).toContain('self');
+      expect(await gw.textContent()).toContain('gateway.mesh.internal');
+      expect(await alice.getAttribute('class')).toContain('peer');
+      expect(await alice.textContent()).toContain('alice.mesh.internal');
+      expect(await bob.getAttribute('class')).toContain('peer');
+      expect(await bob.textContent()).toContain('bob.mesh.internal');
+      await page.locator('[data-testid="throughput"][data-rate]').waitFor({ timeout: 10_000 }); // two snapshots seen
+      const meshShot = join(OUT, 'dashboard-mesh.png');
+      await page.screenshot({ path: meshShot, fullPage: true });
+      console.log(`dashboard screenshot (mesh): ${meshShot}`);
+
+      // A transfer alice → gateway → bob: a stream row, both links busy, bytes per second above zero.
+      upload = slowUpload();
+      const row = page.locator('tbody tr[data-testid^="stream-"]');
+      await row.first().waitFor({ timeout: 10_000 });
+      expect(await row.count()).toBe(1);
+      const rate = (testid: string) => `Number(document.querySelector('[data-testid="${testid}"]')?.dataset.rate) > 0`;
+      await page.waitForFunction(`${rate(`edge-node-${aliceId}`)} && ${rate(`edge-node-${bobId}`)} && ${rate('throughput')}`, undefined, {
+        timeout: 10_000,
+      });
+      expect(await page.getByTestId(`edge-node-${aliceId}`).getAttribute('data-streams')).toBe('1');
+      expect(await page.getByTestId(`edge-node-${bobId}`).getAttribute('data-streams')).toBe('1');
+      expect(await page.getByTestId(`edge-node-${bobId}`).textContent()).toMatch(/^1 stream · [\d.]+ (B|KiB|MiB)\/s$/);
+      expect(await row.getAttribute('data-target')).toBe('bob.mesh.internal:8080');
+      expect(await row.locator('td[data-col="route"]').textContent()).toMatch(
+        /^127\.0\.0\.1:\d+ \(alice\.mesh\.internal\) → bob\.mesh\.internal:8080$/,
+      );
+      expect(await row.locator('td[data-col="carrier"]').textContent()).toBe('ssh-reverse / bob.mesh.internal');
+      const streamShot = join(OUT, 'dashboard-stream.png');
+      await page.screenshot({ path: streamShot, fullPage: true });
+      console.log(`dashboard screenshot (stream): ${streamShot}`);
+      expect(upload.sent()).toBeGreaterThan(0);
+
+      // The transfer ends: the row goes away, the links are idle again.
+      upload.stop();
+      await row.first().waitFor({ state: 'detached', timeout: 10_000 });
+      await page.waitForFunction(`document.querySelector('[data-testid="edge-node-${bobId}"]')?.dataset.streams === '0'`, undefined, {
+        timeout: 10_000,
+      });
+      expect(await page.getByTestId('no-streams').isVisible()).toBe(true);
+      expect(errors).toEqual([]);
+    } finally {
+      upload?.stop();
+      await browser.close();
+    }
+  }, 60_000);
 });

@@ -21,8 +21,8 @@ const MAX_BODY = 64 * 1024;
 export function startAdmin(node: UgateNode, init: AdminInit): Promise<Server> {
   const bind = parseListen(init.listen);
   const token = init.token ? Buffer.from(`Bearer ${init.token}`) : undefined;
-  const server = createServer((req, res) => {
-    handle(node, init, token, req, res).catch((e: unknown) => {
+  const server: Server = createServer((req, res) => {
+    handle(node, init, token, server, req, res).catch((e: unknown) => {
       const err = toUgateError(e);
       if (!res.headersSent) json(res, 500, { code: err.code, error: err.message });
       else res.destroy();
@@ -72,13 +72,29 @@ function authorized(token: Buffer | undefined, req: IncomingMessage): boolean {
   return got.length === token.length && timingSafeEqual(got, token);
 }
 
-async function handle(node: UgateNode, init: AdminInit, token: Buffer | undefined, req: IncomingMessage, res: ServerResponse) {
+async function handle(
+  node: UgateNode,
+  init: AdminInit,
+  token: Buffer | undefined,
+  server: Server,
+  req: IncomingMessage,
+  res: ServerResponse,
+) {
   const url = new URL(req.url ?? '/', 'http://admin');
   const path = url.pathname;
   const method = req.method ?? 'GET';
 
   if (path === '/healthz/live') return text(res, 200, 'live\n');
   if (path === '/healthz/ready') return node.ready ? text(res, 200, 'ready\n') : text(res, 503, 'starting\n');
+  // The dashboard's files hold no secrets; a browser loading the page sends no token (the page then
+  // sends it on /api/events).
+  if ((method === 'GET' || method === 'HEAD') && init.static && (path === '/' || path.startsWith('/assets/'))) {
+    const file = init.static(path);
+    if (file) {
+      res.writeHead(200, { 'content-type': file.type, 'cache-control': path === '/' ? 'no-store' : 'max-age=3600' });
+      return res.end(method === 'HEAD' ? undefined : file.body);
+    }
+  }
   if (!authorized(token, req)) {
     res.setHeader('www-authenticate', 'Bearer realm="ugate admin"');
     return json(res, 401, { code: ErrorCodes.AUTH, error: 'admin token required (Authorization: Bearer …)' });
@@ -103,7 +119,7 @@ async function handle(node: UgateNode, init: AdminInit, token: Buffer | undefine
   if (get && path === '/api/routes') return json(res, 200, node.view('routes'));
   if (get && path === '/api/streams') return json(res, 200, node.view('streams'));
   if (get && path === '/api/config') return json(res, 200, node.view('config'));
-  if (get && path === '/api/events') return events(node, req, res);
+  if (get && path === '/api/events') return events(node, server, req, res);
 
   const stream = /^\/api\/streams\/([A-Za-z0-9]+)$/.exec(path);
   if (stream && method === 'DELETE') {
@@ -116,10 +132,11 @@ async function handle(node: UgateNode, init: AdminInit, token: Buffer | undefine
     if (method === 'PUT' || method === 'POST') {
       const body = (await readJson(req).catch((e: Error & { status?: number }) => e)) as
         | { level?: unknown }
+        | null
         | (Error & { status?: number });
       if (body instanceof Error) return json(res, body.status ?? 400, { code: ErrorCodes.BAD_REQUEST, error: body.message });
       try {
-        node.setLogLevel(String(body.level));
+        node.setLogLevel(String(body && typeof body === 'object' ? body.level : undefined));
       } catch (e) {
         return json(res, 400, { code: ErrorCodes.BAD_REQUEST, error: (e as Error).message });
       }
@@ -130,26 +147,31 @@ async function handle(node: UgateNode, init: AdminInit, token: Buffer | undefine
     const r = await node.reload();
     return json(res, r.ok ? 200 : 400, r);
   }
-  if (get && init.static) {
-    const file = init.static(path);
-    if (file) {
-      res.writeHead(200, { 'content-type': file.type, 'cache-control': path === '/' ? 'no-store' : 'max-age=3600' });
-      return res.end(method === 'HEAD' ? undefined : file.body);
-    }
-  }
   if (path.startsWith('/api/') || path === '/metrics' || path === '/state') {
     return json(res, 405, { code: ErrorCodes.BAD_REQUEST, error: `${method} ${path} is not supported` });
   }
   text(res, 404, 'not found\n');
 }
 
-/** Server-sent events: a snapshot of the node (streams, carriers, counters) every second. */
-function events(node: UgateNode, req: IncomingMessage, res: ServerResponse): void {
+/**
+ * Server-sent events: a snapshot of the node (streams, carriers, counters) every second. The
+ * stream ends once the admin server is closing: `close()` waits for every connection to end,
+ * and an open dashboard would otherwise hold a stopping node forever.
+ */
+function events(node: UgateNode, server: Server, req: IncomingMessage, res: ServerResponse): void {
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
-  const send = () => res.write(`event: snapshot\ndata: ${JSON.stringify(node.view('snapshot'))}\n\n`);
-  send();
-  const t = setInterval(send, 1000);
+  let t: NodeJS.Timeout | undefined;
   const stop = () => clearInterval(t);
+  const send = () => {
+    if (!server.listening) {
+      stop();
+      res.end();
+      return;
+    }
+    res.write(`event: snapshot\ndata: ${JSON.stringify(node.view('snapshot'))}\n\n`);
+  };
+  send();
+  if (!res.writableEnded) t = setInterval(send, 1000);
   req.once('close', stop);
   res.once('error', stop);
 }

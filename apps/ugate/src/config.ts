@@ -103,6 +103,13 @@ export const configSchema = z.strictObject({
         protocols: z.array(z.string()).optional(),
         namespaces: z.array(z.string()).optional(),
         sources: z.array(z.string()).optional(),
+        /** Exclusions: the rule does not match these (Istio's `not*` fields). */
+        notTo: z.array(pattern).optional(),
+        notFrom: z.array(z.string()).optional(),
+        notNamespaces: z.array(z.string()).optional(),
+        notSources: z.array(z.string()).optional(),
+        /** true: only peers that proved an identity; false: only those that did not. */
+        authenticated: z.boolean().optional(),
       }),
     )
     .default([]),

@@ -365,8 +365,11 @@ export function createNode(input: ConfigInput | Config, opts: NodeOptions = {}):
       workload?.stop();
       await h2r?.stop();
       for (const close of closers) close();
-      await new Promise<void>((resolve) => (admin ? admin.close(() => resolve()) : resolve()));
-      admin?.closeAllConnections();
+      await new Promise<void>((resolve) => {
+        if (!admin) return resolve();
+        admin.close(() => resolve());
+        admin.closeAllConnections(); // /api/events streams never end by themselves
+      });
       log.info({ id: identity.id }, 'ugate node stopped');
     },
     async dial(target: string) {
