@@ -84,6 +84,16 @@ describe('quickstart mesh', () => {
     expect(c.stdout.toString()).toBe('hello from bob\n');
   });
 
+  it("reaches bob by its self-assigned name <id>.m: no config names it; the gateway has it from bob's key", async () => {
+    const bobId = (JSON.parse((await run('node', [BIN, 'id', '-c', join(QS, 'bob.yaml'), '--json'])).stdout.toString()) as { id: string })
+      .id;
+    const r = await curl(...SOCKS, `http://${bobId}.m:8080/`);
+    expect(r.stderr).toBe('');
+    expect(r.stdout.toString()).toBe('hello from bob\n');
+    const x = await run('node', [BIN, 'resolve', `${bobId}.m:8080`, '-c', join(QS, 'alice.yaml')]);
+    expect(x.stdout.toString()).toMatch(/ssh via any connected gateway[\s\S]*route\s+answer\s+route \*\.m/);
+  });
+
   it('carries a half-close end to end: request, FIN, then the full reply (SOCKS5 and CONNECT)', async () => {
     const request = 'GET / HTTP/1.1\r\nHost: bob.mesh.internal\r\nConnection: close\r\n\r\n';
     const host = Buffer.from('bob.mesh.internal');

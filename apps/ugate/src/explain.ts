@@ -6,7 +6,13 @@ export function formatExplanation(x: Explanation): string {
   const L: string[] = [x.target];
   if (x.error) L.push(`  ✗ ${x.error.code}: ${x.error.message}`);
   x.upstreams.forEach((u, i) => {
-    const where = u.via ? `via ${u.via}` : u.address ? formatTarget(u.address) : 'to the target itself';
+    const where = u.via
+      ? `via ${u.via}`
+      : u.address
+        ? formatTarget(u.address)
+        : u.carrier === 'ssh'
+          ? 'via any connected gateway'
+          : 'to the target itself';
     const pin = u.identity ? ` pin ${u.identity}` : '';
     const gw = u.gateway ? ` through ${formatTarget(u.gateway.address)}` : '';
     const as = u.target ? ` as ${formatTarget(u.target)}` : '';
