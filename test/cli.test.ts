@@ -1,12 +1,16 @@
 /** The `ugate` command as a user runs it: check, id, run with the embedded default, SIGTERM drain. */
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import { sleep } from './support/listener.js';
 import { freePort, run, start } from './support/proc.js';
 import { connectTcp, startServer, waitFor } from './support/servers.js';
+import { socksConnect, startUgate } from './support/ugate-node.js';
 
 const BIN = fileURLToPath(new URL('../apps/ugate/bin/ugate.js', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'ugate-cli-'));
@@ -105,4 +109,123 @@ describe('ugate CLI', () => {
       await held.close();
     }
   });
+});
+
+describe('ugate run: SIGTERM drain', () => {
+  /** A config file with a SOCKS listener, an admin endpoint and a hashing sink as a service. */
+  async function drainNode(name: string, drainMs: number, sinkPort: number) {
+    const [socksPort, adminPort] = await Promise.all([freePort(), freePort()]);
+    const yaml = `dataDir: ./drain-data
+log: { format: json }
+ssh: { listen: null }
+hbone: null
+http: null
+socks: { listen: 127.0.0.1:${socksPort} }
+admin: { listen: 127.0.0.1:${adminPort} }
+limits: { drainMs: ${drainMs} }
+routes: []
+services: { "sink.mesh.internal:9": 127.0.0.1:${sinkPort} }
+`;
+    return { socksPort, node: await startUgate(join(dir, `${name}.yaml`), yaml, adminPort) };
+  }
+  /** Connect: 'open' or the error code. */
+  const reach = (port: number) =>
+    new Promise<string>((resolve) => {
+      const c = connect({ host: '127.0.0.1', port });
+      c.on('connect', () => {
+        c.destroy();
+        resolve('open');
+      });
+      c.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+    });
+
+  it('a running transfer completes byte-exact after SIGTERM, well within the deadline; new connections are refused; exit 0', async () => {
+    let received = 0;
+    const sink = createServer({ allowHalfOpen: true }, (s) => {
+      const h = createHash('sha256');
+      s.on('error', () => {});
+      s.on('data', (d: Buffer) => {
+        received += d.length;
+        h.update(d);
+      });
+      s.on('end', () => s.end(h.digest('hex')));
+    });
+    await new Promise<void>((r) => sink.listen(0, '127.0.0.1', () => r()));
+    // The deadline (60 s) is far beyond how long this test waits for the exit (20 s).
+    const { socksPort, node } = await drainNode('drain', 60_000, (sink.address() as { port: number }).port);
+    try {
+      const { rep, wire } = await socksConnect(socksPort, 'sink.mesh.internal', 9);
+      expect(rep).toBe(0);
+      // A steady writer: the transfer is in full flow when SIGTERM arrives.
+      const hash = createHash('sha256');
+      let written = 0;
+      let finishing = false;
+      const writer = (async () => {
+        while (!finishing) {
+          const c = randomBytes(64 * 1024);
+          hash.update(c);
+          written += c.length;
+          if (!wire.socket.write(c)) await once(wire.socket, 'drain');
+          await sleep(5);
+        }
+        wire.end();
+      })();
+      // A dashboard watching the event stream must not hold the exit either.
+      const events = await node.api('/api/events');
+      expect(events.status).toBe(200);
+      // Ended or cut by the stopping node (either is fine for an event stream), never left hanging.
+      const eventsDone = events.text().then(
+        () => 'ended',
+        () => 'cut',
+      );
+      await waitFor(() => received > 1024 * 1024, 10_000, 'transfer under way');
+
+      node.signal('SIGTERM');
+      await node.waitLog((l) => l.msg === 'stopping: no new streams, draining', 'draining');
+      expect(await reach(socksPort)).toBe('ECONNREFUSED');
+      // Still flowing after SIGTERM.
+      const at = received;
+      await waitFor(() => received > at + 1024 * 1024, 10_000, 'transfer still moving during the drain');
+      finishing = true;
+      await writer;
+      const reply = (await wire.readToEnd(20_000)).toString();
+      expect(received).toBe(written);
+      expect(reply).toBe(hash.digest('hex'));
+
+      const code = await Promise.race([node.exited, sleep(20_000).then(() => 'still running')]);
+      expect(code, node.output()).toBe(0);
+      expect(['ended', 'cut']).toContain(await eventsDone);
+      const access = node.logs().find((l) => l.msg === 'stream' && l.src === wire.src);
+      expect(access).toMatchObject({ result: 'ok', bytesIn: written, bytesOut: 64 });
+      expect(node.logs().at(-1)).toMatchObject({ msg: 'ugate node stopped' });
+    } finally {
+      await node.stop('SIGKILL');
+      sink.close();
+    }
+  }, 60_000);
+
+  it('a stream still open at the deadline is cut, and the node exits 0', async () => {
+    const held = await startServer();
+    const { socksPort, node } = await drainNode('deadline', 3_000, held.port);
+    try {
+      const { rep, wire } = await socksConnect(socksPort, 'sink.mesh.internal', 9);
+      expect(rep).toBe(0);
+      const upstream = await held.accept();
+      node.signal('SIGTERM');
+      await node.waitLog((l) => l.msg === 'stopping: no new streams, draining', 'draining');
+      // Alive during the drain...
+      upstream.write('during the drain');
+      expect((await wire.read(16)).toString()).toBe('during the drain');
+      // ...and cut at the deadline.
+      const code = await Promise.race([node.exited, sleep(20_000).then(() => 'still running')]);
+      expect(code, node.output()).toBe(0);
+      await wire.waitClosed();
+      expect((wire.error as NodeJS.ErrnoException | undefined)?.code).toBe('ECONNRESET');
+      // ...and it still gets its access line.
+      expect(node.logs().find((l) => l.msg === 'stream' && l.src === wire.src)).toMatchObject({ result: 'UGATE_ERR_ABORTED' });
+    } finally {
+      await node.stop('SIGKILL');
+      await held.close();
+    }
+  }, 60_000);
 });

@@ -452,7 +452,7 @@ export function createNode(input: ConfigInput | Config, opts: NodeOptions = {}):
       if (!LEVELS.includes(level)) throw new UgateError(ErrorCodes.BAD_REQUEST, `log level must be one of ${LEVELS.join(', ')}`);
       if (!log.setLevel) throw new UgateError(ErrorCodes.UNSUPPORTED, 'this logger cannot change its level');
       log.setLevel(level as LogLevel);
-      log.info({ level }, 'log level changed');
+      log.info({ logLevel: level }, 'log level changed');
     },
     addresses: () => Object.fromEntries([...listeners].map(([name, { listener }]) => [name, listener.addresses()])),
 
@@ -509,6 +509,7 @@ export function createNode(input: ConfigInput | Config, opts: NodeOptions = {}):
       streams: { ...sw.counters, active: sw.active },
     }),
     metricsText() {
+      sw.flushMetrics();
       // Gateway state is read at scrape time rather than tracked on every change.
       for (const g of carrier.status().filter((x) => !x.onDemand)) gatewayUp.set(g.connected ? 1 : 0, { gateway: g.name });
       return metrics.registry.metrics();

@@ -47,6 +47,8 @@ interface Live extends LiveStream {
   readonly client: Duplex;
   /** Why we closed it (admin, policy): reported instead of the relay's view. */
   closedBy?: UgateError;
+  /** Bytes already added to the byte counters (they move while the stream lives). */
+  counted: { in: number; out: number };
 }
 
 export interface SwitchCounters {
@@ -87,7 +89,14 @@ export class Switch {
   readonly #idle: number;
   readonly #live = new Map<Duplex, Live>();
   #drained: (() => void) | undefined;
-  readonly #m: { streams: Counter; bytes: Counter; active: Gauge; openSeconds: Histogram };
+  /**
+   * Where this switch and the components built around it (listeners, carriers) report metrics.
+   * Components register their own metrics here, each once per sink.
+   */
+  readonly metrics: Metrics;
+  readonly #m: { streams: Counter; opened: Counter; bytes: Counter; active: Gauge; openSeconds: Histogram; denied: Counter };
+  /** Moves live streams' bytes into the counters while streams are being relayed. */
+  #bytesTimer: NodeJS.Timeout | undefined;
   readonly counters: SwitchCounters = { opened: 0, failed: 0, bytesIn: 0, bytesOut: 0, byCode: {} };
 
   constructor(init: SwitchInit) {
@@ -98,16 +107,26 @@ export class Switch {
     this.#idle = init.idleTimeoutMs ?? 3_600_000;
     for (const d of init.dialers) this.addDialer(d);
     const m = init.metrics ?? noopMetrics;
+    this.metrics = m;
     this.#m = {
-      streams: m.counter('ugate_streams_total', 'Streams by accepting protocol, carrier and result code', ['proto', 'carrier', 'result']),
-      bytes: m.counter('ugate_stream_bytes_total', 'Bytes relayed; in = client to upstream', ['direction']),
+      streams: m.counter('ugate_streams_total', 'Streams ended or refused, by accepting protocol, carrier and result code', [
+        'proto',
+        'carrier',
+        'result',
+      ]),
+      opened: m.counter('ugate_streams_opened_total', 'Streams opened (authorized, routed and dialed), by protocol and carrier', [
+        'proto',
+        'carrier',
+      ]),
+      bytes: m.counter('ugate_stream_bytes_total', 'Bytes relayed (counted while streams live); in = client to upstream', ['direction']),
       active: m.gauge('ugate_streams_active', 'Streams being relayed now'),
       openSeconds: m.histogram(
         'ugate_stream_open_seconds',
-        'Time to authorize, route and dial',
+        'Time to dial the upstream, by carrier',
         ['carrier'],
         [0.001, 0.005, 0.02, 0.1, 0.5, 2, 10],
       ),
+      denied: m.counter('ugate_policy_denied_total', 'Streams refused because the policy denies them, by protocol', ['proto']),
     };
   }
 
@@ -153,9 +172,11 @@ export class Switch {
         throw new UgateError(ErrorCodes.ABORTED, 'requester went away');
       }
       this.counters.opened++;
+      this.#m.opened.inc({ proto: req.protocol, carrier: upstream.carrier });
       return { stream, upstream };
     } catch (e) {
       const err = toUgateError(e);
+      if (err.code === ErrorCodes.POLICY_DENIED) this.#m.denied.inc({ proto: req.protocol });
       this.#access(req, upstream, { bytesAtoB: 0, bytesBtoA: 0, durationMs: 0, error: err }, true);
       throw err;
     }
@@ -169,15 +190,21 @@ export class Switch {
       started: Date.now(),
       stats: { bytesAtoB: 0, bytesBtoA: 0, durationMs: 0 },
       client,
+      counted: { in: 0, out: 0 },
     };
     this.#live.set(client, live);
     this.#m.active.inc();
+    this.#bytesTimer ??= setInterval(() => this.flushMetrics(), 1000).unref();
     const stats = await relay(client, opened.stream, { idleTimeoutMs: this.#idle, stats: live.stats });
     if (live.closedBy) stats.error = live.closedBy;
     this.#live.delete(client);
     this.#m.active.dec();
-    this.#m.bytes.inc({ direction: 'in' }, stats.bytesAtoB);
-    this.#m.bytes.inc({ direction: 'out' }, stats.bytesBtoA);
+    this.#m.bytes.inc({ direction: 'in' }, stats.bytesAtoB - live.counted.in);
+    this.#m.bytes.inc({ direction: 'out' }, stats.bytesBtoA - live.counted.out);
+    if (this.#live.size === 0) {
+      clearInterval(this.#bytesTimer);
+      this.#bytesTimer = undefined;
+    }
     this.counters.bytesIn += stats.bytesAtoB;
     this.counters.bytesOut += stats.bytesBtoA;
     this.#access(req, opened.upstream, stats);
@@ -200,6 +227,24 @@ export class Switch {
       client.off('error', early);
     }
     await this.serve(req, client, opened);
+  }
+
+  /**
+   * Add the bytes live streams moved since the last call to the byte counters (also done every
+   * second while streams live, and for the rest when a stream ends). Call before a scrape for
+   * exact totals.
+   */
+  flushMetrics(): void {
+    let bytesIn = 0;
+    let bytesOut = 0;
+    for (const l of this.#live.values()) {
+      bytesIn += l.stats.bytesAtoB - l.counted.in;
+      bytesOut += l.stats.bytesBtoA - l.counted.out;
+      l.counted.in = l.stats.bytesAtoB;
+      l.counted.out = l.stats.bytesBtoA;
+    }
+    if (bytesIn > 0) this.#m.bytes.inc({ direction: 'in' }, bytesIn);
+    if (bytesOut > 0) this.#m.bytes.inc({ direction: 'out' }, bytesOut);
   }
 
   /** Streams being relayed now. */
@@ -246,6 +291,16 @@ export class Switch {
       });
     }
     for (const s of this.#live.keys()) abortStream(s);
+    // Let the aborted relays finish, so each stream still gets its access line.
+    if (this.#live.size > 0) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, 1000);
+        this.#drained = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+    }
   }
 
   #access(

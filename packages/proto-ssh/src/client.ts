@@ -1,9 +1,12 @@
 import type { Duplex } from 'node:stream';
 import {
+  type Counter,
   type Dialer,
   ErrorCodes,
   formatTarget,
+  type Gauge,
   type Logger,
+  type Metrics,
   makeTarget,
   meshName,
   type NodeIdentity,
@@ -84,10 +87,37 @@ class Gateway {
   lastError: UgateError | undefined;
   /** Settles when an on-demand connection is up, or fails. */
   up: Promise<void> | undefined;
+  /** Connection attempts so far (all but the first are reconnects). */
+  connects = 0;
   constructor(readonly init: GatewayInit) {
     this.address = parseTarget(init.address, 15022);
     this.name = init.name ?? formatTarget(this.address);
   }
+}
+
+interface CarrierMetrics {
+  connections: Gauge;
+  reconnects: Counter;
+}
+/** Registered once per metrics sink: a node may build more than one carrier over its life. */
+const carrierMetrics = new WeakMap<Metrics, CarrierMetrics>();
+function metricsFor(m: Metrics): CarrierMetrics {
+  let cm = carrierMetrics.get(m);
+  if (!cm) {
+    cm = {
+      connections: m.gauge(
+        'ugate_ssh_carrier_connections',
+        'SSH carrier connections up now: configured gateways, and on-demand ones to discovered endpoints',
+        ['kind'],
+      ),
+      reconnects: m.counter(
+        'ugate_ssh_carrier_reconnects_total',
+        'Attempts to connect to a gateway again after a failure or a lost connection',
+      ),
+    };
+    carrierMetrics.set(m, cm);
+  }
+  return cm;
 }
 
 /**
@@ -99,6 +129,8 @@ class Gateway {
 export function sshCarrier(init: SshCarrierInit) {
   return (c: SshCarrierComponents): SshCarrier => {
     const log = c.logger.child({ component: 'ssh-carrier' });
+    const metrics = metricsFor(c.switch.metrics);
+    const kindOf = (g: Gateway) => ({ kind: g.adhoc ? 'on-demand' : 'gateway' });
     let gws = init.gateways.map((g) => new Gateway(g));
     let started = false;
     /** Removed by a reload, still carrying streams. */
@@ -132,13 +164,16 @@ export function sshCarrier(init: SshCarrierInit) {
       if (g.stopped) return;
       const client = new Client();
       g.client = client;
+      if (++g.connects > 1) metrics.reconnects.inc();
       const glog = log.child({ gateway: g.name });
       client.on('ready', () => {
         g.attempt = 0;
         // Usable (and reported connected) once its names are registered, so that a
         // stream routed to this node through the gateway finds them.
         const up = () => {
+          if (g.client !== client) return;
           g.connected = true;
+          metrics.connections.inc(kindOf(g));
           glog.info({ names: g.registered }, g.init.register === false ? 'gateway connected' : 'gateway connected, names registered');
           wake();
         };
@@ -161,6 +196,7 @@ export function sshCarrier(init: SshCarrierInit) {
       client.on('close', () => {
         if (g.client !== client) return;
         const was = g.connected;
+        if (was) metrics.connections.dec(kindOf(g));
         g.connected = false;
         g.registered = [];
         g.client = undefined;

@@ -2,11 +2,14 @@ import { createServer, isIP, type Server as NetServer, type Socket } from 'node:
 import type { Duplex } from 'node:stream';
 import {
   abortStream,
+  type Counter,
   type Dialer,
   ErrorCodes,
   formatTarget,
+  type Gauge,
   type Listener,
   type Logger,
+  type Metrics,
   makeTarget,
   meshName,
   type NodeIdentity,
@@ -73,9 +76,33 @@ export interface SshServer extends Listener {
 
 let connSeq = 0;
 
+interface ServerMetrics {
+  connections: Gauge;
+  handshakeFailures: Counter;
+}
+/** Registered once per metrics sink: a reload makes a new server when its settings change. */
+const serverMetrics = new WeakMap<Metrics, ServerMetrics>();
+function metricsFor(m: Metrics): ServerMetrics {
+  let sm = serverMetrics.get(m);
+  if (!sm) {
+    sm = {
+      connections: m.gauge('ugate_ssh_server_connections', 'Authenticated SSH peers connected to this node now'),
+      handshakeFailures: m.counter(
+        'ugate_ssh_handshake_failures_total',
+        'SSH connections that never authenticated: protocol (not SSH, or a broken key exchange), auth, timeout',
+        ['reason'],
+      ),
+    };
+    serverMetrics.set(m, sm);
+  }
+  return sm;
+}
+type HandshakeFailure = 'protocol' | 'auth' | 'timeout';
+
 export function sshServer(init: SshServerInit = {}) {
   return (c: SshServerComponents): SshServer => {
     const log = c.logger.child({ component: 'ssh-server' });
+    const metrics = metricsFor(c.switch.metrics);
     const bind = parseListen(init.listen ?? '0.0.0.0:15022');
     const { keys, errors } = parseAuthorizedKeys(init.authorizedKeys ?? '');
     for (const e of errors) log.warn({ code: ErrorCodes.CONFIG }, `authorized_keys ${e}`);
@@ -95,13 +122,25 @@ export function sshServer(init: SshServerInit = {}) {
 
     // TCP is accepted here, not by ssh2, so that bytes which never become an SSH
     // identification line and clients that never authenticate are seen and timed out.
-    const pending = new Map<Socket, { identified: boolean; timer: NodeJS.Timeout }>();
+    interface Pending {
+      identified: boolean;
+      timer: NodeJS.Timeout;
+      /** Counted as a handshake failure already (each connection counts once). */
+      failed?: HandshakeFailure;
+    }
+    const pending = new Map<Socket, Pending>();
+    const handshakeFailed = (state: Pending | undefined, reason: HandshakeFailure) => {
+      if (!state || state.failed) return;
+      state.failed = reason;
+      metrics.handshakeFailures.inc({ reason });
+    };
     const tcp = createServer({ noDelay: true }, (sock) => {
       const src = `${sock.remoteAddress}:${sock.remotePort}`;
-      const state = {
+      const state: Pending = {
         identified: false,
         timer: setTimeout(() => {
           log.warn({ code: ErrorCodes.AUTH, src }, 'ssh authentication timed out');
+          handshakeFailed(state, 'timeout');
           sock.destroy();
         }, init.authTimeoutMs ?? 20_000),
       };
@@ -111,6 +150,7 @@ export function sshServer(init: SshServerInit = {}) {
         pending.delete(sock);
         if (!state.identified && sock.bytesRead > 0) {
           log.warn({ code: ErrorCodes.BAD_REQUEST, src, bytes: sock.bytesRead }, 'not an SSH client: no valid identification line');
+          handshakeFailed(state, 'protocol');
         }
       });
       server.injectSocket(sock);
@@ -185,6 +225,7 @@ export function sshServer(init: SshServerInit = {}) {
       conn.on('ready', () => {
         if (state) clearTimeout(state.timer);
         conns.set(st.key, st);
+        metrics.connections.inc();
         clog.info({ peer: st.peer?.id, user: st.peer?.principals[0] }, 'ssh peer authenticated');
       });
 
@@ -195,11 +236,15 @@ export function sshServer(init: SshServerInit = {}) {
       conn.on('error', (err: Error) => {
         const level = st.peer ? 'debug' : 'warn';
         clog[level]({ code: st.peer ? ErrorCodes.ABORTED : ErrorCodes.BAD_REQUEST, err: err.message }, 'ssh connection error');
+        if (!st.peer) handshakeFailed(state, 'protocol');
         authFailure = undefined;
       });
       conn.on('close', () => {
-        if (!st.peer && authFailure) clog.warn({ code: ErrorCodes.AUTH }, `ssh authentication failed: ${authFailure}`);
-        conns.delete(st.key);
+        if (!st.peer && authFailure) {
+          clog.warn({ code: ErrorCodes.AUTH }, `ssh authentication failed: ${authFailure}`);
+          handshakeFailed(state, 'auth');
+        }
+        if (conns.delete(st.key)) metrics.connections.dec();
         for (const u of st.undo.values()) u();
         st.undo.clear();
       });
