@@ -19,8 +19,9 @@ import {
   type Target,
   toUgateError,
   UgateError,
+  vip6FromId,
 } from '@ugate/core';
-import { Discovery, dnsServer, type Explanation, pinnedId, vip6FromId } from '@ugate/discovery';
+import { Discovery, dnsServer, type Explanation, pinnedId } from '@ugate/discovery';
 import { findIstioCredentials, h2rNode, hboneDialer, hboneServer, sniGateway, WorkloadCredentials } from '@ugate/proto-hbone';
 import { httpProxy } from '@ugate/proto-http';
 import { socks } from '@ugate/proto-socks';

@@ -1,5 +1,6 @@
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { join } from 'node:path';
 
 const B32 = 'abcdefghijklmnopqrstuvwxyz234567';
@@ -37,40 +38,74 @@ export function nodeIdFromKey(key: KeyObject): string {
 
 /** VIP6: the mesh /64 prefix followed by the first 8 bytes of the key digest. */
 export function vip6(spkiDer: Uint8Array, prefix = 'fd00::'): string {
-  const p = ipv6Bytes(prefix);
-  const d = spkiDigest(spkiDer);
-  const bytes = Buffer.concat([p.subarray(0, 8), d.subarray(0, 8)]);
-  const groups: string[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push(bytes.readUInt16BE(i).toString(16));
-  return compressIpv6(groups);
+  return vip6FromDigest(spkiDigest(spkiDer), prefix);
 }
 
-function ipv6Bytes(addr: string): Buffer {
-  const a = addr.split('/')[0]!;
-  const [head, tail] = a.includes('::') ? a.split('::') : [a, undefined];
-  const h = head ? head.split(':').filter(Boolean) : [];
-  const t = tail ? tail.split(':').filter(Boolean) : [];
-  const groups = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
+/** VIP6 from a key digest (see `vip6`). */
+export function vip6FromDigest(digest: Uint8Array, prefix = 'fd00::'): string {
+  const p = ipv6Bytes(prefix.split('/')[0]!) ?? Buffer.alloc(16);
+  return formatIpv6(Buffer.concat([p.subarray(0, 8), Buffer.from(digest).subarray(0, 8)]));
+}
+
+/** VIP6 of the node an ID names (`<id>.m`), or undefined if `id` is not a node ID. */
+export function vip6FromId(id: string, prefix = 'fd00::'): string | undefined {
+  const d = nodeIdDigest(id);
+  return d && vip6FromDigest(d, prefix);
+}
+
+const NODE_ID = /^[a-z2-7]{52}$/;
+
+/** The 32-byte key digest a node ID encodes; undefined unless `id` is a canonical node ID. */
+export function nodeIdDigest(id: string): Buffer | undefined {
+  if (!NODE_ID.test(id)) return undefined;
+  const out: number[] = [];
+  let bits = 0;
+  let value = 0;
+  for (const ch of id) {
+    value = ((value << 5) | B32.indexOf(ch)) & 0xfff;
+    bits += 5;
+    if (bits >= 8) {
+      out.push((value >>> (bits - 8)) & 0xff);
+      bits -= 8;
+    }
+  }
+  const digest = Buffer.from(out);
+  // The last character carries 4 padding bits: only the canonical spelling (zero padding) is a node ID.
+  return digest.length === 32 && base32(digest) === id ? digest : undefined;
+}
+
+/** The 16 bytes of an IPv6 address (an embedded IPv4 tail and a `%zone` are accepted), else undefined. */
+export function ipv6Bytes(text: string): Buffer | undefined {
+  let a = text.split('%')[0]!;
+  if (isIP(a) !== 6) return undefined;
+  const tail = a.slice(a.lastIndexOf(':') + 1);
+  if (tail.includes('.')) {
+    const o = tail.split('.').map(Number);
+    a = `${a.slice(0, a.length - tail.length)}${((o[0]! << 8) | o[1]!).toString(16)}:${((o[2]! << 8) | o[3]!).toString(16)}`;
+  }
+  const [head = '', rest] = a.split('::');
+  const h = head ? head.split(':') : [];
+  const t = rest ? rest.split(':') : [];
+  const groups = rest === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
   const buf = Buffer.alloc(16);
   for (const [i, g] of groups.entries()) buf.writeUInt16BE(Number.parseInt(g, 16), i * 2);
   return buf;
 }
 
-function compressIpv6(groups: string[]): string {
+/** RFC 5952 text of 16 address bytes: lower-case hex, the first longest run (≥ 2) of zero groups as `::`. */
+export function formatIpv6(b: Uint8Array): string {
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(((b[i]! << 8) | b[i + 1]!).toString(16));
   let best = -1;
   let bestLen = 1;
   for (let i = 0; i < 8; ) {
-    if (groups[i] !== '0') {
-      i++;
-      continue;
-    }
     let j = i;
     while (j < 8 && groups[j] === '0') j++;
     if (j - i > bestLen) {
       best = i;
       bestLen = j - i;
     }
-    i = j;
+    i = j === i ? i + 1 : j;
   }
   if (best < 0) return groups.join(':');
   return `${groups.slice(0, best).join(':')}::${groups.slice(best + bestLen).join(':')}`;

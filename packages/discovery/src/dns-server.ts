@@ -10,6 +10,7 @@ import {
   boundAddresses,
   ErrorCodes,
   formatTarget,
+  ipv6Bytes,
   isValidHost,
   type Listener,
   type Logger,
@@ -17,6 +18,7 @@ import {
   silentLogger,
   type Target,
   UgateError,
+  vip6FromId,
 } from '@ugate/core';
 import {
   AUTHORITATIVE_ANSWER,
@@ -30,7 +32,7 @@ import {
   RECURSION_DESIRED,
   TRUNCATED_RESPONSE,
 } from 'dns-packet';
-import { type DnsTransport, dnsExchange, EDNS_OPT, ipv6Bytes, nodeIdDigest, parseDnsServer } from './dns.js';
+import { type DnsTransport, dnsExchange, EDNS_OPT, parseDnsServer } from './dns.js';
 
 export interface DnsServerRecords {
   readonly aaaa?: readonly string[];
@@ -70,33 +72,6 @@ const TCP_IDLE_MS = 10_000;
 const MAX_FORWARDS = 512;
 
 const noop = (): void => {};
-
-/** VIP6 of a node ID: the /64 prefix + the first 8 bytes of the key digest the ID encodes. */
-export function vip6FromId(id: string, prefix = 'fd00::'): string | undefined {
-  const digest = nodeIdDigest(id);
-  const p = ipv6Bytes(prefix.split('/')[0]!);
-  if (!digest || !p) return undefined;
-  return formatIpv6(Buffer.concat([p.subarray(0, 8), digest.subarray(0, 8)]));
-}
-
-/** RFC 5952 text: lower-case hex, the first longest run (≥ 2) of zero groups as `::`. */
-function formatIpv6(b: Buffer): string {
-  const groups: string[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push(b.readUInt16BE(i).toString(16));
-  let best = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    let j = i;
-    while (j < 8 && groups[j] === '0') j++;
-    if (j - i > bestLen) {
-      best = i;
-      bestLen = j - i;
-    }
-    i = j === i ? i + 1 : j;
-  }
-  if (best < 0) return groups.join(':');
-  return `${groups.slice(0, best).join(':')}::${groups.slice(best + bestLen).join(':')}`;
-}
 
 export function dnsServer(init: DnsServerInit): Listener {
   const address = parseListen(init.listen);

@@ -6,7 +6,18 @@
 import { randomInt } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { connect, isIP } from 'node:net';
-import { base32, ErrorCodes, formatTarget, isValidHost, parseTarget, type Target, toUgateError, UgateError } from '@ugate/core';
+import {
+  base32,
+  ErrorCodes,
+  formatTarget,
+  ipv6Bytes,
+  isValidHost,
+  nodeIdDigest,
+  parseTarget,
+  type Target,
+  toUgateError,
+  UgateError,
+} from '@ugate/core';
 import {
   AUTHENTIC_DATA,
   type DecodedPacket,
@@ -303,26 +314,6 @@ async function ask(
 
 // ---- helpers -------------------------------------------------------------------------------
 
-/** The 16 bytes of an IPv6 address (an embedded IPv4 tail and a `%zone` are accepted), else undefined. */
-export function ipv6Bytes(text: string): Buffer | undefined {
-  let a = text.split('%')[0]!;
-  if (isIP(a) !== 6) return undefined;
-  const tail = a.slice(a.lastIndexOf(':') + 1);
-  if (tail.includes('.')) {
-    const o = tail.split('.').map(Number);
-    const hi = ((o[0]! << 8) | o[1]!).toString(16);
-    const lo = ((o[2]! << 8) | o[3]!).toString(16);
-    a = `${a.slice(0, a.length - tail.length)}${hi}:${lo}`;
-  }
-  const [head = '', rest] = a.split('::');
-  const h = head ? head.split(':') : [];
-  const t = rest ? rest.split(':') : [];
-  const groups = rest === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
-  const buf = Buffer.alloc(16);
-  for (const [i, g] of groups.entries()) buf.writeUInt16BE(Number.parseInt(g, 16), i * 2);
-  return buf;
-}
-
 /** The PTR owner name for an IP address (`in-addr.arpa` / `ip6.arpa`); IPv4-mapped IPv6 uses the IPv4 name. */
 export function reverseName(ip: string): string | undefined {
   if (isIP(ip) === 4) return `${ip.split('.').reverse().join('.')}.in-addr.arpa`;
@@ -331,28 +322,6 @@ export function reverseName(ip: string): string | undefined {
   if (b.subarray(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff) return reverseName([...b.subarray(12)].join('.'));
   const nibbles = [...b.toString('hex')].reverse();
   return `${nibbles.join('.')}.ip6.arpa`;
-}
-
-const NODE_ID = /^[a-z2-7]{52}$/;
-const B32 = 'abcdefghijklmnopqrstuvwxyz234567';
-
-/** The 32-byte key digest a node ID encodes; undefined unless `id` is a canonical node ID. */
-export function nodeIdDigest(id: string): Buffer | undefined {
-  if (!NODE_ID.test(id)) return undefined;
-  const out: number[] = [];
-  let bits = 0;
-  let value = 0;
-  for (const ch of id) {
-    value = ((value << 5) | B32.indexOf(ch)) & 0xfff;
-    bits += 5;
-    if (bits >= 8) {
-      out.push((value >>> (bits - 8)) & 0xff);
-      bits -= 8;
-    }
-  }
-  const digest = Buffer.from(out);
-  // The last character carries 4 padding bits: only the canonical spelling (zero padding) is a node ID.
-  return digest.length === 32 && base32(digest) === id ? digest : undefined;
 }
 
 // ---- source --------------------------------------------------------------------------------

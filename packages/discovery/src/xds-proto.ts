@@ -1,4 +1,4 @@
-import { ErrorCodes, UgateError } from '@ugate/core';
+import { ErrorCodes, formatIpv6, UgateError } from '@ugate/core';
 import protobuf from 'protobufjs';
 
 /**
@@ -353,24 +353,5 @@ export const decodeAuthorization = (bytes: Uint8Array, name: string): Authorizat
 export function ipFromBytes(b: Uint8Array): string | undefined {
   if (b.length === 4) return Array.from(b).join('.');
   if (b.length !== 16) return undefined;
-  const groups: string[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push(((b[i]! << 8) | b[i + 1]!).toString(16));
-  // Compress the longest run of zero groups (RFC 5952).
-  let best = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== '0') {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === '0') j++;
-    if (j - i > bestLen) {
-      best = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  if (best < 0) return groups.join(':');
-  return `${groups.slice(0, best).join(':')}::${groups.slice(best + bestLen).join(':')}`;
+  return formatIpv6(b);
 }

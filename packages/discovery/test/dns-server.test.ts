@@ -1,8 +1,8 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { connect } from 'node:net';
-import { ErrorCodes, identityFromPem, type Listener, type NodeIdentity, vip6 } from '@ugate/core';
-import { type DnsServerRecords, dnsQuery, dnsServer, vip6FromId } from '@ugate/discovery';
+import { ErrorCodes, identityFromPem, type Listener, type NodeIdentity, vip6, vip6FromId } from '@ugate/core';
+import { type DnsServerRecords, dnsQuery, dnsServer } from '@ugate/discovery';
 import { decode, encode, type Packet } from 'dns-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Bind9, startBind9 } from '../../../test/support/bind9.js';
