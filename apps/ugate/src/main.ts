@@ -49,7 +49,11 @@ async function run(file: string | undefined): Promise<void> {
   const node = createNode(loaded.config, {
     baseDir: loaded.baseDir,
     logger: log,
-    loadConfig: () => loadConfig(source),
+    // A worker other than the first runs without the admin endpoint, on reload too.
+    loadConfig: () => {
+      const l = loadConfig(source);
+      return (workerIndex() ?? 0) > 0 ? { ...l, config: { ...l.config, admin: null } } : l;
+    },
     worker: workerIndex(),
     dashboard: dashboardFiles(),
   });
