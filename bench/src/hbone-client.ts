@@ -8,6 +8,11 @@
  *   opens:  N short streams (open, 1-byte echo, close) `--concurrency` at a time over one HTTP/2
  *           session; prints one JSON line
  *     node hbone-client.js … --opens 5000 --concurrency 32
+ *   gen:    `--gen-bytes N`: instead of stdin, write N bytes of a fixed 64 KiB buffer as fast as the
+ *           stream takes them, half-close, read the sink's count; prints one JSON line
+ *           {"count","bytes","seconds"} (seconds from the first write to the count), like
+ *           `hbone-go client -gen-bytes N`
+ *     node hbone-client.js … --gen-bytes 1073741824
  *   --raw:  the same over plain TCP to the authority (reference: what the pipe and the loop cost alone)
  */
 import type { Socket } from 'node:net';
@@ -26,8 +31,12 @@ const { values: a } = parseArgs({
     raw: { type: 'boolean', default: false },
     opens: { type: 'string' },
     concurrency: { type: 'string', default: '32' },
+    'gen-bytes': { type: 'string' },
   },
 });
+
+/** The generating mode's payload: one fixed buffer, written over and over (as the Go client does). */
+const GEN = Buffer.alloc(64 * 1024, 'hbone-bench ');
 
 function die(msg: string): never {
   process.stderr.write(`hbone-client: ${msg}\n`);
@@ -71,6 +80,41 @@ if (a.opens) {
   process.stdout.write(`${JSON.stringify({ ...r, sessions, cpuSeconds: (c.user + c.system) / 1e6 })}\n`);
   dialer?.close();
   process.exit(r.failed ? 2 : 0);
+} else if (a['gen-bytes'] !== undefined) {
+  const total = Number(a['gen-bytes']);
+  if (!Number.isSafeInteger(total) || total < 0) die(`bad --gen-bytes ${a['gen-bytes']}`);
+  let s: Socket;
+  try {
+    s = await open();
+  } catch (e) {
+    die(`open: ${(e as Error).message}`);
+  }
+  s.on('error', (e: Error) => die(`stream: ${e.message}`));
+  let reply = '';
+  s.setEncoding('utf8');
+  s.on('data', (d: string) => {
+    reply += d;
+  });
+  const t0 = process.hrtime.bigint();
+  s.once('end', () => {
+    const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    process.stdout.write(`${JSON.stringify({ count: reply.trim(), bytes: total, seconds })}\n`);
+    dialer?.close();
+    process.exit(0);
+  });
+  let left = total;
+  const pump = () => {
+    while (left > 0) {
+      const len = Math.min(left, GEN.length);
+      left -= len;
+      if (!s.write(len === GEN.length ? GEN : GEN.subarray(0, len))) {
+        s.once('drain', pump);
+        return;
+      }
+    }
+    s.end();
+  };
+  pump();
 } else {
   let s: Socket;
   try {

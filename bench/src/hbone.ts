@@ -4,14 +4,17 @@
  * Every party is its own process (no two share an event loop):
  *
  *   sink      bench/dist/sink.js: discard (byte count on half-close), echo
- *   Go        hbone-go server  ← hbone-go client (stdin → one CONNECT stream → stdout)
+ *   Go        hbone-go server  ← hbone-go client (one CONNECT stream; -gen-bytes, stdin, -opens)
  *   ugate     ugate run (hbone listener, direct egress) ← bench/dist/hbone-client.js
- *             (@ugate/proto-hbone's hboneDialer, stdin → one CONNECT stream → stdout)
+ *             (@ugate/proto-hbone's hboneDialer; --gen-bytes, stdin, --opens)
  *   SOCKS     a second ugate node (SOCKS5 listener, route `*` over hbone) in front of the ugate server
+ *   relay     a third ugate node (SOCKS5 listener, route `*` direct): ugate's relay without HBONE
  *
- * 1. single-stream throughput (upload: payload piped from this process into the client's stdin,
- *    the sink's byte count checked), median of `--runs`;
- * 2. stream opens/s over one HTTP/2 session (open CONNECT, 1-byte echo, close; 32 at a time).
+ * 1. single-stream throughput (upload, the sink's byte count checked), median of `--runs`:
+ *    a. generating (the headline): the client process makes the payload itself (`--gen-bytes`);
+ *    b. piped: the payload is piped from this process into the client's stdin;
+ * 2. stream opens/s over one HTTP/2 session (open CONNECT, 1-byte echo, close; 32 at a time), run
+ *    inside the client process (`--opens`), for the ugate and the Go client alike.
  *
  *   node bench/dist/hbone.js [--quick] [--json] [--size MiB] [--runs N] [--streams N] [--profile]
  */
@@ -20,6 +23,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync
 import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { connect as tlsConnect } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { createCa, issueWorkloadCert, writeCredentials } from '@ugate/proto-hbone';
@@ -71,7 +75,7 @@ const nOpens = Number(args.streams ?? (quick ? 1000 : 5000));
 const CONCURRENCY = 32;
 /** A slow path's payload is shrunk so one run takes about this long. */
 const capSeconds = quick ? 6 : 15;
-const deadlineMs = (quick ? 2 : 6) * 60_000 + (args.profile ? 60_000 : 0);
+const deadlineMs = (quick ? 4 : 10) * 60_000 + (args.profile ? 60_000 : 0);
 let quietBudgetMs = quick ? 5_000 : 20_000;
 /** The clock starts once this much has gone into the client's stdin: process start and handshake are excluded. */
 const MARK = 2 * MiB;
@@ -238,9 +242,67 @@ async function startupCpu(name: string, cmd: string[]): Promise<number> {
   return Math.min(await once(), await once());
 }
 
+// ---- one transfer by a client process that generates the payload itself ------------------------
+/** The JSON line of `--gen-bytes` (node client) and `-gen-bytes` (Go client). */
+interface GenLine {
+  count: string;
+  bytes: number;
+  /** From the client's first write to the sink's count. */
+  seconds: number;
+}
+
+/** Spawn `cmd` (which has no byte count yet), let it generate `bytes`, check the sink's count. */
+function genRun(
+  name: string,
+  cmd: string[],
+  bytes: number,
+  timeoutMs: number,
+): Promise<{ secs: number; bytes: number; clientCpu: number }> {
+  return new Promise((resolveRun, reject) => {
+    const cpu0 = reapedCpu();
+    const child = spawn(cmd[0]!, [...cmd.slice(1), ...genArgs(cmd, bytes)], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv() });
+    clients.add(child);
+    let out = '';
+    let err = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+    });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      err = (err + d).slice(-8192);
+    });
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${name}: ${bytes} bytes not through after ${timeoutMs / 1000} s`));
+    }, timeoutMs);
+    child.once('error', (e) => {
+      clearTimeout(timer);
+      clients.delete(child);
+      reject(e);
+    });
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      clients.delete(child);
+      if (code !== 0) return reject(new Error(`${name} exited with ${code ?? signal}: ${err.trim() || out.trim()}`));
+      let line: GenLine;
+      try {
+        line = JSON.parse(out.trim().split('\n').pop() ?? '') as GenLine;
+      } catch {
+        return reject(new Error(`${name}: no result line: ${out.trim() || err.trim()}`));
+      }
+      if (line.count !== String(bytes)) return reject(new Error(`${name}: sink counted ${line.count || 'nothing'} of ${bytes} bytes`));
+      resolveRun({ secs: line.seconds, bytes, clientCpu: reapedCpu() - cpu0 });
+    });
+  });
+}
+
+/** The generating flag in the client's own spelling: `-gen-bytes` for the Go client, `--gen-bytes` for node. */
+const genArgs = (cmd: string[], bytes: number) => [cmd[0] === 'node' ? '--gen-bytes' : '-gen-bytes', String(bytes)];
+
 // ---- results ---------------------------------------------------------------------------------
 interface Transfer {
   key: string;
+  /** gen: the client process generates the payload (or this process, in-process); piped: through the client's stdin. */
+  table: 'gen' | 'piped';
   label: string;
   /** Processes on the data path, after the payload generator. */
   path: string;
@@ -252,7 +314,7 @@ interface Transfer {
   cpuSecPerGB: Record<string, number>;
   /** CPU seconds the client process needs for an empty upload (process start, imports, TLS handshake, exit). */
   clientStartupCpu?: number;
-  /** CPU use during the runs, % of one core. */
+  /** CPU use while the bytes moved (client start-up excluded), % of one core. */
   cpuPct: Record<string, number>;
   /** CPU used meanwhile by processes outside the benchmark, % of one core. */
   otherPct: number;
@@ -276,6 +338,8 @@ interface OpensRun {
 const results: {
   date: string;
   machine: { cores: number; cpu: string; node: string; go: string; platform: string };
+  /** TLS 1.3 cipher suite a node client (as ugate's dialer offers) gets from each server. */
+  tls: Record<string, string>;
   settings: Record<string, unknown>;
   throughput: Transfer[];
   opens: OpensRun[];
@@ -286,6 +350,7 @@ const results: {
 } = {
   date: new Date().toISOString(),
   machine: { cores: availableParallelism(), cpu: cpus()[0]?.model ?? 'unknown', node: process.version, go: '', platform: process.platform },
+  tls: {},
   settings: { quick, sizeMiB, runs, opens: nOpens, opensConcurrency: CONCURRENCY, markBytes: MARK },
   throughput: [],
   opens: [],
@@ -307,13 +372,21 @@ const piped = (name: string, cmd: () => string[]): Mover =>
     startup: () => startupCpu(name, cmd()),
   });
 
+const generating = (name: string, cmd: () => string[]): Mover =>
+  Object.assign((bytes: number, timeoutMs: number) => genRun(name, cmd(), bytes, timeoutMs), {
+    startup: async () => {
+      const once = async () => (await genRun(name, cmd(), 0, 20_000)).clientCpu;
+      return Math.min(await once(), await once());
+    },
+  });
+
 const inProcess =
   (open: Opener): Mover =>
   async (bytes, timeoutMs) => ({ secs: await upload(open, bytes, timeoutMs), bytes });
 
-async function throughput(key: string, label: string, path: string, move: Mover, procs: Proc[]): Promise<void> {
-  log(`throughput: ${label}`);
-  const r: Transfer = { key, label, path, mbps: 0, runsMBps: [], bytes: 0, cpuSecPerGB: {}, cpuPct: {}, otherPct: 0 };
+async function throughput(table: Transfer['table'], key: string, label: string, path: string, move: Mover, procs: Proc[]): Promise<void> {
+  log(`throughput (${table}): ${label}`);
+  const r: Transfer = { key, table, label, path, mbps: 0, runsMBps: [], bytes: 0, cpuSecPerGB: {}, cpuPct: {}, otherPct: 0 };
   results.throughput.push(r);
   try {
     // Warm-up (JIT of the long-lived servers) and a rate estimate for the cap.
@@ -334,6 +407,8 @@ async function throughput(key: string, label: string, path: string, move: Mover,
     const cpu: Record<string, number> = {};
     let moved = 0;
     let wall = 0;
+    /** Seconds the transfers themselves took (without client start-up): the base of the % of a core. */
+    let streaming = 0;
     let busy = 0;
     let ours = 0;
     for (let i = 0; i < runs; i++) {
@@ -352,6 +427,7 @@ async function throughput(key: string, label: string, path: string, move: Mover,
       if (m.clientCpu !== undefined) cpu.client = (cpu.client ?? 0) + m.clientCpu - startup;
       moved += bytes;
       wall += t;
+      streaming += m.secs * (bytes / m.bytes);
       r.runsMBps.push(m.bytes / m.secs / 1e6);
       log(`  ${bytes / MiB} MiB: ${(m.bytes / m.secs / 1e6).toFixed(1)} MB/s`);
     }
@@ -360,7 +436,7 @@ async function throughput(key: string, label: string, path: string, move: Mover,
     r.mbps = median(r.runsMBps);
     for (const [k, v] of Object.entries(cpu)) {
       r.cpuSecPerGB[k] = Number(((v * 1e9) / moved).toFixed(2));
-      r.cpuPct[k] = Math.round((100 * v) / wall);
+      r.cpuPct[k] = Math.round((100 * v) / streaming);
     }
     r.otherPct = Math.max(0, Math.round((100 * (busy - ours)) / wall));
     if (r.otherPct > 25) notes.push(`${label}: other processes used ${r.otherPct}% of a core meanwhile (noisy)`);
@@ -444,6 +520,29 @@ async function measureOpens(key: string, label: string, path: string, run: Opens
 }
 
 // ---- setup -----------------------------------------------------------------------------------
+/** The cipher suite a TLS 1.3 handshake with the client's credentials settles on (node's default offer, as the dialer's). */
+function negotiatedCipher(port: number, certDir: string): Promise<string> {
+  const file = (f: string) => readFileSync(join(certDir, f));
+  return new Promise((resolveCipher) => {
+    const s = tlsConnect({
+      host: LOCAL,
+      port,
+      key: file('tls.key'),
+      cert: file('tls.crt'),
+      ca: file('ca.crt'),
+      minVersion: 'TLSv1.3',
+      ALPNProtocols: ['h2'],
+      servername: '',
+      checkServerIdentity: () => undefined,
+    });
+    s.once('secureConnect', () => {
+      resolveCipher(s.getCipher().standardName);
+      s.destroy();
+    });
+    s.once('error', (e) => resolveCipher(`error: ${e.message}`));
+  });
+}
+
 const json = (o: unknown) => `${JSON.stringify(o, null, 2)}\n`;
 
 async function startUgateServer(name: string, certDir: string, nodeArgs: string[] = []): Promise<{ child: Child; port: number }> {
@@ -471,9 +570,10 @@ async function startUgateServer(name: string, certDir: string, nodeArgs: string[
   return { child, port };
 }
 
-async function startUgateSocksNode(certDir: string, hbonePort: number): Promise<{ child: Child; port: number }> {
+/** A ugate node with a SOCKS5 listener whose route `*` goes over HBONE to `hbonePort`, or (undefined) `direct`. */
+async function startUgateSocksNode(certDir: string, hbonePort: number | undefined): Promise<{ child: Child; port: number }> {
   const port = await freePort();
-  const dir = join(TMP, 'ugate-socks');
+  const dir = join(TMP, hbonePort === undefined ? 'ugate-socks-direct' : 'ugate-socks');
   mkdirSync(dir, { recursive: true });
   const file = join(dir, 'config.yaml');
   writeFileSync(
@@ -486,12 +586,18 @@ async function startUgateSocksNode(certDir: string, hbonePort: number): Promise<
       http: null,
       admin: null,
       socks: { listen: `${LOCAL}:${port}` },
-      routes: [{ match: '*', carrier: 'hbone', address: `${LOCAL}:${hbonePort}`, identity: SERVER_ID }],
+      routes: [
+        hbonePort === undefined
+          ? { match: '*', carrier: 'direct' }
+          : { match: '*', carrier: 'hbone', address: `${LOCAL}:${hbonePort}`, identity: SERVER_ID },
+      ],
       log: { level: 'warn' },
       limits: { drainMs: 200 },
     }),
   );
-  const child = startChild('ugate SOCKS node', ['node', UGATE, 'run', '-c', file], { env: cleanEnv() });
+  const child = startChild(hbonePort === undefined ? 'ugate relay node' : 'ugate SOCKS node', ['node', UGATE, 'run', '-c', file], {
+    env: cleanEnv(),
+  });
   await waitPort(port, 20_000, child);
   return { child, port };
 }
@@ -517,14 +623,23 @@ async function main(): Promise<void> {
   const goPort = Number(/:(\d+)\s*$/.exec(await firstLine(goServer, 10_000))?.[1]);
   const ugate = await startUgateServer('ugate server', serverDir);
   const socksNode = await startUgateSocksNode(clientDir, ugate.port);
-  log(`sink ${ports.discard}/${ports.echo}, Go server ${goPort}, ugate server ${ugate.port}, ugate SOCKS node ${socksNode.port}`);
+  const relayNode = await startUgateSocksNode(clientDir, undefined);
+  log(
+    `sink ${ports.discard}/${ports.echo}, Go server ${goPort}, ugate server ${ugate.port}, ugate SOCKS node ${socksNode.port}, ugate relay node ${relayNode.port}`,
+  );
 
+  results.tls = {
+    'node client → ugate server': await negotiatedCipher(ugate.port, clientDir),
+    'node client → Go server': await negotiatedCipher(goPort, clientDir),
+  };
+  log(`TLS: ${JSON.stringify(results.tls)}`);
   const discard = `${LOCAL}:${ports.discard}`;
   const echo = `${LOCAL}:${ports.echo}`;
   const sinkP = procOf('sink', sink);
   const goP = procOf('server', goServer);
   const ugP = procOf('server', ugate.child);
   const socksP = procOf('client', socksNode.child);
+  const relayP = procOf('relay', relayNode.child);
   const nodeClient = (server: number | undefined, authority: string, extra: string[] = []) => [
     'node',
     ...CLIENT_NODE_FLAGS,
@@ -534,10 +649,15 @@ async function main(): Promise<void> {
     authority,
     ...extra,
   ];
-  const goClient = (server: number) => [go.bin, ...goClientArgs(goClientCerts, `${LOCAL}:${server}`, discard, SERVER_ID)];
+  const goClient = (server: number, authority = discard, extra: string[] = []) => [
+    go.bin,
+    ...goClientArgs(goClientCerts, `${LOCAL}:${server}`, authority, SERVER_ID),
+    ...extra,
+  ];
 
-  // 1. throughput
+  // 1a. throughput, the payload generated inside the sending process (the headline)
   await throughput(
+    'gen',
     'raw',
     'raw TCP',
     'bench → sink',
@@ -545,6 +665,65 @@ async function main(): Promise<void> {
     [benchProc, sinkP],
   );
   await throughput(
+    'gen',
+    'rawGen',
+    'raw TCP, node client generating',
+    'node client → sink',
+    generating('raw client', () => nodeClient(undefined, discard)),
+    [sinkP],
+  );
+  await throughput(
+    'gen',
+    'go',
+    'Go pair',
+    'Go client → Go server → sink',
+    generating('Go client', () => goClient(goPort)),
+    [goP, sinkP],
+  );
+  await throughput(
+    'gen',
+    'ugate',
+    'ugate pair',
+    'ugate client → ugate server → sink',
+    generating('ugate client', () => nodeClient(ugate.port, discard)),
+    [ugP, sinkP],
+  );
+  await throughput(
+    'gen',
+    'goToUgate',
+    'Go client → ugate server',
+    'Go client → ugate server → sink',
+    generating('Go client', () => goClient(ugate.port)),
+    [ugP, sinkP],
+  );
+  await throughput(
+    'gen',
+    'ugateToGo',
+    'ugate client → Go server',
+    'ugate client → Go server → sink',
+    generating('ugate client', () => nodeClient(goPort, discard)),
+    [goP, sinkP],
+  );
+  await throughput(
+    'gen',
+    'ugateSocks',
+    'ugate pair via SOCKS5',
+    'bench → SOCKS5 → ugate node → ugate server → sink',
+    inProcess(() => socksConnect({ host: LOCAL, port: socksNode.port }, { host: LOCAL, port: ports.discard })),
+    [benchProc, socksP, ugP, sinkP],
+  );
+  // The same hop without TLS and HTTP/2: ugate's relay alone (SOCKS5 in, direct out), the floor of any one-relay path.
+  await throughput(
+    'gen',
+    'ugateRelay',
+    'ugate relay, plain TCP (no HBONE)',
+    'bench → SOCKS5 → ugate node → sink',
+    inProcess(() => socksConnect({ host: LOCAL, port: relayNode.port }, { host: LOCAL, port: ports.discard })),
+    [benchProc, relayP, sinkP],
+  );
+  // 1b. throughput through the client's stdin
+  await throughput(
+    'piped',
     'rawPiped',
     'raw TCP, piped client',
     'pipe → node client → sink',
@@ -552,39 +731,36 @@ async function main(): Promise<void> {
     [benchProc, sinkP],
   );
   await throughput(
-    'go',
+    'piped',
+    'goPiped',
     'Go pair',
     'pipe → Go client → Go server → sink',
     piped('Go client', () => goClient(goPort)),
     [benchProc, goP, sinkP],
   );
   await throughput(
-    'ugate',
+    'piped',
+    'ugatePiped',
     'ugate pair',
     'pipe → ugate client → ugate server → sink',
     piped('ugate client', () => nodeClient(ugate.port, discard)),
     [benchProc, ugP, sinkP],
   );
   await throughput(
-    'goToUgate',
+    'piped',
+    'goToUgatePiped',
     'Go client → ugate server',
     'pipe → Go client → ugate server → sink',
     piped('Go client', () => goClient(ugate.port)),
     [benchProc, ugP, sinkP],
   );
   await throughput(
-    'ugateToGo',
+    'piped',
+    'ugateToGoPiped',
     'ugate client → Go server',
     'pipe → ugate client → Go server → sink',
     piped('ugate client', () => nodeClient(goPort, discard)),
     [benchProc, goP, sinkP],
-  );
-  await throughput(
-    'ugateSocks',
-    'ugate pair via SOCKS5',
-    'bench → SOCKS5 → ugate node → ugate server → sink',
-    inProcess(() => socksConnect({ host: LOCAL, port: socksNode.port }, { host: LOCAL, port: ports.discard })),
-    [benchProc, socksP, ugP, sinkP],
   );
 
   // 2. opens/s
@@ -595,7 +771,9 @@ async function main(): Promise<void> {
       return { ...o, clientCpu: o.cpuSeconds, sessions: cmd.includes('--raw') ? undefined : o.sessions };
     };
   const opensArgs = ['--opens', String(nOpens), '--concurrency', String(CONCURRENCY)];
+  const goOpensArgs = ['-opens', String(nOpens), '-concurrency', String(CONCURRENCY)];
   await measureOpens('raw', 'raw TCP connects', 'node client → echo', viaClient(nodeClient(undefined, echo, opensArgs)), [sinkP]);
+  await measureOpens('go', 'Go pair', 'Go client → Go server → echo', viaClient(goClient(goPort, echo, goOpensArgs)), [goP, sinkP]);
   await measureOpens('ugate', 'ugate pair', 'ugate client → ugate server → echo', viaClient(nodeClient(ugate.port, echo, opensArgs)), [
     ugP,
     sinkP,
@@ -608,14 +786,18 @@ async function main(): Promise<void> {
     [goP, sinkP],
   );
   await measureOpens(
+    'goToUgate',
+    'Go client → ugate server',
+    'Go client → ugate server → echo',
+    viaClient(goClient(ugate.port, echo, goOpensArgs)),
+    [ugP, sinkP],
+  );
+  await measureOpens(
     'ugateSocks',
     'ugate pair via SOCKS5',
     'bench → SOCKS5 → ugate node → ugate server → echo',
     () => opens(() => socksConnect({ host: LOCAL, port: socksNode.port }, { host: LOCAL, port: ports.echo }), nOpens, CONCURRENCY, 10_000),
     [benchProc, socksP, ugP, sinkP],
-  );
-  notes.push(
-    'Go pair opens/s: not measured. The Go peer\'s client mode opens exactly one stream per process (stdin → stream → stdout) and has no multi-stream mode; "ugate client → Go server" uses the Go server instead.',
   );
 
   // 3. ratios and targets
@@ -623,19 +805,32 @@ async function main(): Promise<void> {
   const op = (k: string) => results.opens.find((x) => x.key === k && !x.error)?.perSecond;
   const div = (x?: number, y?: number) => (x !== undefined && y ? Number((x / y).toFixed(3)) : undefined);
   results.ratios = {
+    // generating clients (the headline)
     ugateVsGo: div(tp('ugate'), tp('go')),
     ugateVsRaw: div(tp('ugate'), tp('raw')),
-    ugateVsRawPiped: div(tp('ugate'), tp('rawPiped')),
+    ugateVsRawGen: div(tp('ugate'), tp('rawGen')),
     goVsRaw: div(tp('go'), tp('raw')),
-    goVsRawPiped: div(tp('go'), tp('rawPiped')),
+    goVsRawGen: div(tp('go'), tp('rawGen')),
     ugateSocksVsRaw: div(tp('ugateSocks'), tp('raw')),
+    ugateRelayVsRaw: div(tp('ugateRelay'), tp('raw')),
+    // piped clients
+    ugatePipedVsGoPiped: div(tp('ugatePiped'), tp('goPiped')),
+    ugatePipedVsRaw: div(tp('ugatePiped'), tp('raw')),
+    ugatePipedVsRawPiped: div(tp('ugatePiped'), tp('rawPiped')),
+    goPipedVsRaw: div(tp('goPiped'), tp('raw')),
+    // opens/s
+    opensUgateVsGo: div(op('ugate'), op('go')),
     opensUgateVsRawConnects: div(op('ugate'), op('raw')),
+    opensGoVsRawConnects: div(op('go'), op('raw')),
     opensUgateVsUgateToGo: div(op('ugate'), op('ugateToGo')),
   };
   const r = results.ratios;
+  const atLeast = (x: number | undefined, y: number) => (x === undefined ? undefined : x >= y);
   results.targets = {
-    throughputAtLeastGo: r.ugateVsGo === undefined ? undefined : r.ugateVsGo >= 1,
-    throughputAtLeastHalfRaw: r.ugateVsRaw === undefined ? undefined : r.ugateVsRaw >= 0.5,
+    throughputAtLeastGo: atLeast(r.ugateVsGo, 1),
+    throughputAtLeastHalfRaw: atLeast(r.ugateVsRaw, 0.5),
+    pipedThroughputAtLeastGo: atLeast(r.ugatePipedVsGoPiped, 1),
+    opensAtLeastGo: atLeast(r.opensUgateVsGo, 1),
   };
   save();
 
@@ -664,7 +859,7 @@ async function profile(
     try {
       if (phase === 'throughput') {
         const cmd = nodeClient(srv.port, `${LOCAL}:${ports.discard}`);
-        await pipedRun('ugate client (profiled)', [...cprof, ...CLIENT_NODE_FLAGS, ...strip(cmd)], sizeMiB * MiB, 120_000);
+        await genRun('ugate client (profiled)', [...cprof, ...CLIENT_NODE_FLAGS, ...strip(cmd)], sizeMiB * MiB, 120_000);
       } else {
         const cmd = nodeClient(srv.port, `${LOCAL}:${ports.echo}`, ['--opens', String(nOpens), '--concurrency', String(CONCURRENCY)]);
         await clientOpens([...cprof, ...CLIENT_NODE_FLAGS, ...strip(cmd)]);
@@ -697,27 +892,38 @@ function report(): string {
   const ratio = (x?: number, y?: number) => (x !== undefined && y ? `${(x / y).toFixed(2)}×` : '–');
   const m = results.machine;
   L.push(`HBONE benchmark, ${results.date}: ${m.cores} cores (${m.cpu}), node ${m.node}, ${m.go}`);
+  L.push(
+    `TLS 1.3 suite negotiated: ${Object.entries(results.tls)
+      .map(([k, v]) => `${k}: ${v}`)
+      .join('; ')}`,
+  );
   L.push('');
-  L.push(`Single-stream throughput, upload, ${sizeMiB} MiB per run, median of ${runs} (MB/s = 1e6 B/s)`);
-  L.push(`  ${pad('path', 66)} ${lpad('MB/s', 7)} ${lpad('× Go', 6)} ${lpad('× raw', 6)} ${lpad('× pipe', 6)}   CPU s/GB (% of a core)`);
-  for (const x of results.throughput) {
-    const head = `  ${pad(`${x.label}: ${x.path}`, 66)}`;
-    if (x.error) {
-      L.push(`${head} failed: ${x.error.split('\n')[0]}`);
-      continue;
+  const tables = [
+    ['gen', 'generating: the client process makes the payload itself (raw TCP and SOCKS5: this process)', 'go', 'rawGen', '× gen'],
+    ['piped', "piped: this process pipes the payload into the client's stdin", 'goPiped', 'rawPiped', '× pipe'],
+  ] as const;
+  for (const [table, what, goKey, refKey, refHead] of tables) {
+    L.push(`Single-stream throughput, upload, ${sizeMiB} MiB per run, median of ${runs} (MB/s = 1e6 B/s), ${what}`);
+    L.push(`  ${pad('path', 66)} ${lpad('MB/s', 7)} ${lpad('× Go', 6)} ${lpad('× raw', 6)} ${lpad(refHead, 6)}   CPU s/GB (% of a core)`);
+    for (const x of results.throughput.filter((t) => t.table === table)) {
+      const head = `  ${pad(`${x.label}: ${x.path}`, 66)}`;
+      if (x.error) {
+        L.push(`${head} failed: ${x.error.split('\n')[0]}`);
+        continue;
+      }
+      const cpu = Object.keys(x.cpuSecPerGB)
+        .map((k) => `${k} ${x.cpuSecPerGB[k]!.toFixed(2)} (${x.cpuPct[k]}%)`)
+        .join(', ');
+      const start = x.clientStartupCpu !== undefined ? `; client start-up ${x.clientStartupCpu.toFixed(2)} s` : '';
+      L.push(
+        `${head} ${lpad(x.mbps.toFixed(0), 7)} ${lpad(ratio(x.mbps, tp(goKey)), 6)} ${lpad(ratio(x.mbps, tp('raw')), 6)} ${lpad(ratio(x.mbps, tp(refKey)), 6)}   ${cpu}${start}`,
+      );
     }
-    const cpu = Object.keys(x.cpuSecPerGB)
-      .map((k) => `${k} ${x.cpuSecPerGB[k]!.toFixed(2)} (${x.cpuPct[k]}%)`)
-      .join(', ');
-    const start = x.clientStartupCpu !== undefined ? `; client start-up ${x.clientStartupCpu.toFixed(2)} s` : '';
-    L.push(
-      `${head} ${lpad(x.mbps.toFixed(0), 7)} ${lpad(ratio(x.mbps, tp('go')), 6)} ${lpad(ratio(x.mbps, tp('raw')), 6)} ${lpad(ratio(x.mbps, tp('rawPiped')), 6)}   ${cpu}${start}`,
-    );
+    L.push('');
   }
-  L.push('');
   const op = (k: string) => results.opens.find((x) => x.key === k && !x.error)?.perSecond;
   L.push(`Stream opens/s: ${nOpens} × (open, 1-byte echo, close), ${CONCURRENCY} at a time, median of ${runs}`);
-  L.push(`  ${pad('path', 66)} ${lpad('/s', 7)} ${lpad('× raw', 6)}   CPU µs/stream`);
+  L.push(`  ${pad('path', 66)} ${lpad('/s', 7)} ${lpad('× Go', 6)} ${lpad('× raw', 6)}   CPU µs/stream`);
   for (const x of results.opens) {
     const head = `  ${pad(`${x.label}: ${x.path}`, 66)}`;
     if (x.error) {
@@ -728,19 +934,26 @@ function report(): string {
       .map(([k, v]) => `${k} ${v}`)
       .join(', ');
     const extra = `${x.sessions !== undefined ? `, ${x.sessions} session(s)` : ''}${x.failed ? `, ${x.failed} failed` : ''}`;
-    L.push(`${head} ${lpad(x.perSecond.toFixed(0), 7)} ${lpad(ratio(x.perSecond, op('raw')), 6)}   ${cpu}${extra}`);
+    L.push(
+      `${head} ${lpad(x.perSecond.toFixed(0), 7)} ${lpad(ratio(x.perSecond, op('go')), 6)} ${lpad(ratio(x.perSecond, op('raw')), 6)}   ${cpu}${extra}`,
+    );
   }
-  L.push(`  ${pad('Go pair: Go client → Go server → echo', 66)} ${lpad('n/a', 7)}   (the Go client has no multi-stream mode)`);
   L.push('');
   const t = results.targets;
   const yn = (b?: boolean) => (b === undefined ? 'n/a' : b ? 'met' : 'NOT met');
+  const rr = results.ratios;
   L.push(
-    `Targets: ugate pair ≥ Go pair: ${yn(t.throughputAtLeastGo)} (${results.ratios.ugateVsGo ?? '–'}×); ` +
-      `ugate pair ≥ 0.5× raw TCP: ${yn(t.throughputAtLeastHalfRaw)} (${results.ratios.ugateVsRaw ?? '–'}×; ` +
-      `the Go pair: ${results.ratios.goVsRaw ?? '–'}×)`,
+    `Targets (generating clients): ugate pair ≥ Go pair: ${yn(t.throughputAtLeastGo)} (${rr.ugateVsGo ?? '–'}×); ` +
+      `ugate pair ≥ 0.5× raw TCP: ${yn(t.throughputAtLeastHalfRaw)} (${rr.ugateVsRaw ?? '–'}×; the Go pair: ${rr.goVsRaw ?? '–'}×)`,
   );
-  L.push('× raw: vs raw TCP (bench → sink); × pipe: vs raw TCP through the same stdin pipe and a node client process.');
-  L.push('CPU: client = the stdin client process without its start-up; bench = the payload generator.');
+  L.push(
+    `Piped clients: ugate pair ${rr.ugatePipedVsGoPiped ?? '–'}× the Go pair. ` +
+      `Opens/s: ugate pair ≥ Go pair: ${yn(t.opensAtLeastGo)} (${rr.opensUgateVsGo ?? '–'}×)`,
+  );
+  L.push(
+    '× raw: vs raw TCP (bench → sink); × gen: vs a node client generating over plain TCP; × pipe: vs the same stdin pipe into a node client over plain TCP.',
+  );
+  L.push('CPU: client = the client process without its start-up; bench = this process (the payload generator where it is on the path).');
   if (results.hotSpots) {
     for (const [k, list] of Object.entries(results.hotSpots)) {
       L.push('');

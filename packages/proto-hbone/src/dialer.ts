@@ -14,7 +14,7 @@ import {
 import { openStream } from './connect.js';
 import type { WorkloadCredentials } from './credentials.js';
 import { keepAlive } from './keepalive.js';
-import { H2, h2Settings } from './settings.js';
+import { bufferWrites, H2, h2Settings } from './settings.js';
 import { expectIdentity } from './spiffe.js';
 
 export interface HboneDialerInit {
@@ -115,7 +115,12 @@ export function hboneDialer(init: HboneDialerInit = {}) {
         session.once('close', () => settle(new UgateError(ErrorCodes.UNREACHABLE, `hbone session to ${formatTarget(addr)} closed`)));
         session.once('connect', () => {
           session.setLocalWindowSize(H2.connectionWindow);
-          keepAlive(session, init.pingIntervalMs ?? H2.pingIntervalMs, init.pingTimeoutMs ?? H2.pingTimeoutMs, () => {
+          keepAlive(session, init.pingIntervalMs ?? H2.pingIntervalMs, init.pingTimeoutMs ?? H2.pingTimeoutMs, (why) => {
+            if (why === 'ended') {
+              // nghttp2 ended the session on a connection error (GOAWAY sent) or it is over: node would keep the socket.
+              log.debug({ code: ErrorCodes.UNREACHABLE, peer: formatTarget(addr) }, 'hbone session ended');
+              return session.destroy(new UgateError(ErrorCodes.UNREACHABLE, 'hbone session ended (connection error)'));
+            }
             log.warn({ code: ErrorCodes.TIMEOUT, peer: formatTarget(addr) }, 'hbone peer stopped answering PINGs');
             session.destroy(new UgateError(ErrorCodes.TIMEOUT, 'peer stopped answering PINGs'));
           });
@@ -155,13 +160,14 @@ export function hboneDialer(init: HboneDialerInit = {}) {
     }
 
     /** Send the request headers on a reserved slot of `p`; resolve with the stream on 200. */
-    function respond(
+    async function respond(
       p: Pooled,
       session: ClientHttp2Session,
       headers: Record<string, string>,
       req: StreamRequest,
     ): Promise<ClientHttp2Stream> {
-      const opened = openStream(session, headers, formatTarget(req.target), timeout, () => p.streams--);
+      const opened = await openStream(session, headers, formatTarget(req.target), timeout, () => p.streams--);
+      bufferWrites(opened);
       return opened;
     }
 
@@ -262,7 +268,9 @@ export function hboneDialer(init: HboneDialerInit = {}) {
 
     return {
       carrier: creds ? 'hbone' : 'hbonec',
-      async dial(req: StreamRequest, up: Upstream) {
+      async dial(original: StreamRequest, up: Upstream) {
+        // The far end is asked for `up.target` when discovery names it (ztunnel wants podIP:targetPort).
+        const req = up.target ? { ...original, target: up.target } : original;
         if (up.options?.mode === 'post') return postMode(req, up);
         if (up.options?.mode === 'h2r') return h2rRequest(req, up);
         if (up.gateway) return doubleHbone(req, up, up.gateway);

@@ -1,19 +1,32 @@
-import type { Http2Session } from 'node:http2';
+import type { Http2Session, Http2Stream } from 'node:http2';
+
+/** Why `keepAlive` gave up on a session. */
+export type DeadSession =
+  /** No PING ack for `timeoutMs`. */
+  | 'timeout'
+  /** nghttp2 has ended the session (a connection error: it sent GOAWAY), but node keeps the socket. */
+  | 'ended';
 
 /**
  * PING every `intervalMs`; a session with no PING ack for `timeoutMs` is
- * declared dead (`onDead`, which should destroy it so its streams end with an error).
+ * declared dead (`onDead('timeout')`, which should destroy it so its streams end
+ * with an error). Checked on the same tick: a session nghttp2 is done with
+ * (`onDead('ended')`, see `nghttp2Done`).
  */
-export function keepAlive(session: Http2Session, intervalMs: number, timeoutMs: number, onDead: () => void): void {
+export function keepAlive(session: Http2Session, intervalMs: number, timeoutMs: number, onDead: (why: DeadSession) => void): void {
   let lastAck = Date.now();
   let lastPing = 0;
   const tick = setInterval(
     () => {
       if (session.destroyed || session.closed) return clearInterval(tick);
+      if (nghttp2Done(session)) {
+        clearInterval(tick);
+        return onDead('ended');
+      }
       const now = Date.now();
       if (now - lastAck > timeoutMs) {
         clearInterval(tick);
-        return onDead();
+        return onDead('timeout');
       }
       if (now - lastPing >= intervalMs) {
         lastPing = now;
@@ -33,10 +46,55 @@ export function keepAlive(session: Http2Session, intervalMs: number, timeoutMs: 
 }
 
 /**
+ * True once nghttp2 neither wants to read nor to write on the session: after a
+ * connection-level error (e.g. COMPRESSION_ERROR for an undecodable header
+ * block) it sends GOAWAY and stops. node has no event for that: it stops
+ * reading the socket and keeps it open, so only the PING timeout would end it.
+ * (Also true once GOAWAY went either way and no stream is left; the session is
+ * over then too.) node's binding exposes the check as `hasPendingData()` (what
+ * its own graceful close waits for); without it, the PING timeout remains.
+ */
+function nghttp2Done(session: Http2Session): boolean {
+  kHandle ??= Object.getOwnPropertySymbols(session).find((s) => s.description === 'kHandle');
+  const handle = kHandle ? (session as unknown as Record<symbol, { hasPendingData?: () => boolean } | undefined>)[kHandle] : undefined;
+  return typeof handle?.hasPendingData === 'function' && !handle.hasPendingData();
+}
+/** node's (module-private) symbol for a session's native handle, found once. */
+let kHandle: symbol | undefined;
+
+/**
  * A stream the peer reset (RST_STREAM) ends its readable side like an EOF, but
  * node then keeps it open while our writes wait for flow-control credit that
  * will never come. Close it, so the relay ends the other side instead of hanging.
+ * Also keeps a clean end clean (see `noResetAfterEnd`).
  */
-export function closeWhenReset(stream: import('node:http2').Http2Stream): void {
+export function closeWhenReset(stream: Http2Stream): void {
   stream.once('aborted', () => setImmediate(() => stream.destroy()));
+  noResetAfterEnd(stream);
+}
+
+/** How long a cleanly ended stream may take to close by itself before it is destroyed anyway. */
+const CLEAN_CLOSE_GRACE_MS = 2_000;
+
+/**
+ * The relay destroy()s both sides once both directions have ended. For an HTTP/2
+ * stream that is still open in nghttp2 (our END_STREAM submitted but not written
+ * yet), node then sends RST_STREAM(NO_ERROR), and nghttp2 sends it ahead of the
+ * pending END_STREAM, which is dropped: under load the peer sees a reset instead
+ * of the end of the response (Go's client reports "stream error: NO_ERROR").
+ * So a destroy() without an error, after both sides ended, waits for nghttp2 to
+ * close the stream (END_STREAM written), bounded by a grace timer.
+ */
+function noResetAfterEnd(stream: Http2Stream): void {
+  const destroy = stream.destroy;
+  let waiting = false;
+  stream.destroy = function (this: Http2Stream, err?: Error) {
+    if (err || this.closed || this.destroyed || !this.writableFinished || !this.readableEnded) return destroy.call(this, err);
+    if (waiting) return this;
+    waiting = true;
+    const grace = setTimeout(() => destroy.call(this), CLEAN_CLOSE_GRACE_MS);
+    grace.unref();
+    this.once('close', () => clearTimeout(grace));
+    return this;
+  };
 }

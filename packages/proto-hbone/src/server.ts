@@ -11,9 +11,11 @@ import {
 import type { TLSSocket } from 'node:tls';
 import {
   boundAddresses,
+  type Counter,
   ErrorCodes,
   type Listener,
   type Logger,
+  type Metrics,
   newSid,
   type PeerIdentity,
   parseListen,
@@ -28,7 +30,7 @@ import type { Credentials, WorkloadCredentials } from './credentials.js';
 import { type H2rGatewayInit, h2rGateway } from './h2r.js';
 import { closeWhenReset, keepAlive } from './keepalive.js';
 import { acceptInnerTls, type PostModeInit, tokenVerifier } from './post.js';
-import { H2, h2Settings } from './settings.js';
+import { bufferWrites, H2, h2Settings } from './settings.js';
 import { certIdentity, principalOf, type SpiffeId } from './spiffe.js';
 
 export interface HboneServerInit {
@@ -59,6 +61,24 @@ export interface HboneServerComponents {
 function tlsOptions(c: Credentials): SecureServerOptions {
   return { key: c.key, cert: c.cert, ca: c.ca };
 }
+
+/** Registered once per metrics sink (a node may make several HBONE servers over its life). */
+const handshakeCounters = new WeakMap<Metrics, Counter>();
+function handshakeFailures(m: Metrics): Counter {
+  let counter = handshakeCounters.get(m);
+  if (!counter) {
+    counter = m.counter(
+      'ugate_hbone_handshake_failures_total',
+      'HBONE mTLS connections refused before HTTP/2: tls (handshake failed), timeout, peer (identity not accepted)',
+      ['reason'],
+    );
+    handshakeCounters.set(m, counter);
+  }
+  return counter;
+}
+
+/** How long a session told to go away (GOAWAY) may stay before its socket is closed. */
+const GOAWAY_GRACE_MS = 1_000;
 
 /**
  * HBONE server: HTTP/2 CONNECT over mTLS (TLS 1.3, ALPN h2, client
@@ -97,6 +117,7 @@ export function hboneServer(init: HboneServerInit) {
     );
 
     if (creds) {
+      const failures = handshakeFailures(c.switch.metrics);
       server.on('secureConnection', (sock: TLSSocket) => {
         try {
           const peer = certIdentity(sock.getPeerCertificate().subjectaltname);
@@ -106,6 +127,7 @@ export function hboneServer(init: HboneServerInit) {
             { code: ErrorCodes.AUTH, src: `${sock.remoteAddress}:${sock.remotePort}`, err: (e as Error).message },
             'hbone peer rejected',
           );
+          failures.inc({ reason: 'peer' });
           sock.destroy();
         }
       });
@@ -116,17 +138,24 @@ export function hboneServer(init: HboneServerInit) {
           { code: timedOut ? ErrorCodes.TIMEOUT : ErrorCodes.AUTH, src: `${sock.remoteAddress}:${sock.remotePort}`, err: err.message },
           'hbone TLS handshake failed',
         );
+        failures.inc({ reason: timedOut ? 'timeout' : 'tls' });
       });
     }
-    server.on('sessionError', (err: Error) => log.debug({ code: ErrorCodes.BAD_REQUEST, err: err.message }, 'hbone session error'));
     const RESET_LIMIT = 100;
     const RESET_WINDOW_MS = 10_000;
+    /** Sessions told to go away (GOAWAY with this code sent, socket closing): new streams are refused, not served. */
+    const leaving = new WeakMap<Http2Session, number>();
     server.on('session', (session: Http2Session) => {
       const src = `${session.socket?.remoteAddress}:${session.socket?.remotePort}`;
       session.setLocalWindowSize(H2.connectionWindow);
-      session.on('error', () => {});
-      keepAlive(session, init.pingIntervalMs ?? H2.pingIntervalMs, init.pingTimeoutMs ?? H2.pingTimeoutMs, () => {
-        log.warn({ code: ErrorCodes.TIMEOUT, src }, 'hbone peer stopped answering PINGs');
+      // (Also emitted as the server's 'sessionError', which has no address to log.)
+      session.on('error', (err: Error) => log.debug({ code: ErrorCodes.BAD_REQUEST, src, err: err.message }, 'hbone session error'));
+      keepAlive(session, init.pingIntervalMs ?? H2.pingIntervalMs, init.pingTimeoutMs ?? H2.pingTimeoutMs, (why) => {
+        const code = leaving.get(session);
+        if (code !== undefined) return closeWith(session, code);
+        // nghttp2 ended the session on a connection error and sent GOAWAY; node would keep the socket.
+        if (why === 'ended') log.debug({ code: ErrorCodes.BAD_REQUEST, src, err: 'connection error (GOAWAY sent)' }, 'hbone session error');
+        else log.warn({ code: ErrorCodes.TIMEOUT, src }, 'hbone peer stopped answering PINGs');
         session.destroy();
       });
       // "Rapid reset": streams the peer cancels before we answer cost a dial each. Beyond a
@@ -135,19 +164,38 @@ export function hboneServer(init: HboneServerInit) {
       let since = Date.now();
       session.on('stream', (st: ServerHttp2Stream) =>
         st.once('close', () => {
-          if (st.headersSent || session.destroyed) return;
+          if (st.headersSent || session.destroyed || leaving.has(session)) return;
           if (Date.now() - since > RESET_WINDOW_MS) {
             early = 0;
             since = Date.now();
           }
           if (++early > RESET_LIMIT) {
             log.warn({ code: ErrorCodes.BAD_REQUEST, src, early }, 'hbone peer resets streams before they open; closing the session');
-            session.goaway(h2constants.NGHTTP2_ENHANCE_YOUR_CALM);
-            session.destroy();
+            goAway(session, h2constants.NGHTTP2_ENHANCE_YOUR_CALM, st.id ?? 0);
           }
         }),
       );
     });
+
+    /**
+     * Tell the peer why (GOAWAY `code`), then close the connection once that frame is out.
+     * A GOAWAY submitted right before destroy() is never written (here we are inside a
+     * stream's 'close', i.e. within nghttp2's receive callbacks), so the session is
+     * destroyed on its own 'close' (the peer hung up), once nghttp2 is done with it
+     * (keepAlive's check), or after a short grace. Streams the peer opens meanwhile
+     * are refused.
+     */
+    function goAway(session: Http2Session, code: number, lastStreamId: number): void {
+      leaving.set(session, code);
+      session.goaway(code, lastStreamId);
+      const grace = setTimeout(() => closeWith(session, code), GOAWAY_GRACE_MS);
+      grace.unref();
+      session.once('close', () => clearTimeout(grace));
+    }
+    /** destroy() whose own final GOAWAY repeats `code` (a plain destroy() would add one with NO_ERROR), with no 'error' event. */
+    function closeWith(session: Http2Session, code: number): void {
+      session.destroy(null as unknown as Error, code);
+    }
     server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => onStream(stream, headers));
 
     /** The peer of a session, parsed once: getPeerCertificate() builds the whole certificate object. */
@@ -234,6 +282,11 @@ export function hboneServer(init: HboneServerInit) {
 
     function onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
       stream.on('error', () => {});
+      bufferWrites(stream);
+      if (stream.session && leaving.has(stream.session)) {
+        stream.close(h2constants.NGHTTP2_REFUSED_STREAM);
+        return;
+      }
       if (h2r && headers[':method'] === 'POST' && headers[':path'] === '/h2r') {
         try {
           const sock = stream.session?.socket as TLSSocket | undefined;

@@ -435,11 +435,10 @@ describe('HBONE server (mTLS) under bad input', () => {
       // node/nghttp2 answer a bad client magic with INTERNAL_ERROR (RFC 9113 would say PROTOCOL_ERROR).
       expect(h.goaway()).toEqual({ last: 0, code: E.INTERNAL_ERROR });
       const lines = log.lines.slice(mark).filter((l) => l.msg !== 'stream');
-      // Logged at debug only; the server-wide 'sessionError' handler has no `src` to give.
-      expect(lines.map((l) => [l.level, l.fields.code, l.msg, l.fields.err])).toEqual([
-        ['debug', ErrorCodes.BAD_REQUEST, 'hbone session error', 'Received bad client magic byte string'],
+      // Logged at debug only, with the peer's address.
+      expect(lines.map((l) => [l.level, l.fields.code, l.msg, l.fields.err, l.fields.src])).toEqual([
+        ['debug', ErrorCodes.BAD_REQUEST, 'hbone session error', 'Received bad client magic byte string', h.src],
       ]);
-      expect(linesOf(h.src, mark)).toEqual([]);
     });
   });
 
@@ -478,46 +477,44 @@ describe('HBONE server (mTLS) under bad input', () => {
     });
   });
 
-  it('CONNECT with a 100 KiB literal header value: GOAWAY COMPRESSION_ERROR (nghttp2 caps one field at 64 KiB); socket lingers until the PING timeout', async () => {
-    // A second listener on the same switch with a short PING timeout, to see how the session ends.
-    const PING_TIMEOUT_MS = 500;
-    const quick = hboneServer({ listen: '127.0.0.1:0', credentials: serverCreds, pingIntervalMs: 100, pingTimeoutMs: PING_TIMEOUT_MS })({
-      switch: sw,
-      logger: log,
+  /**
+   * A header block nghttp2 cannot decode is a connection error: it sends GOAWAY COMPRESSION_ERROR
+   * and stops, and node keeps the socket without an event. The server must close it by itself,
+   * well before its PING timeout (20 s here, the default), with one debug line naming the peer.
+   */
+  async function undecodable(block: Buffer): Promise<void> {
+    await survives(goodHbone, async () => {
+      const mark = log.lines.length;
+      const h = await RawH2.open(port);
+      await h.write(frame(T.HEADERS, END_HEADERS, 1, block));
+      await waitFor(() => h.goaway() !== undefined, 5_000, 'GOAWAY');
+      expect(h.goaway()).toEqual({ last: 1, code: E.COMPRESSION_ERROR });
+      expect(h.of(T.HEADERS)).toEqual([]);
+      // A generous bound for the wait, not a speed test: the PING timeout would take 20 s.
+      await waitFor(() => h.closed, 5_000, 'server closes the socket');
+      expect(h.ended).toBe(true);
+      await sleep(50);
+      // The stream never reached ugate; the only line is the session error's.
+      expect(linesOf(h.src, mark).map((l) => [l.level, l.fields.code, l.msg, l.fields.err])).toEqual([
+        ['debug', ErrorCodes.BAD_REQUEST, 'hbone session error', 'connection error (GOAWAY sent)'],
+      ]);
+      expect(log.lines.slice(mark).filter((l) => l.msg !== 'stream' && l.fields.src !== h.src)).toEqual([]);
     });
-    await quick.listen();
-    try {
-      await survives(goodHbone, async () => {
-        const mark = log.lines.length;
-        const t0 = performance.now();
-        const h = await RawH2.open(portOf(quick));
-        const block = hpack([
-          [':method', 'CONNECT'],
-          [':authority', `127.0.0.1:${echo.port}`],
-          ['x-big', 'a'.repeat(100 * 1024)],
-        ]);
-        await h.write(frame(T.HEADERS, END_HEADERS, 1, block));
-        await waitFor(() => h.goaway() !== undefined, 5_000, 'GOAWAY');
-        expect(h.goaway()).toEqual({ last: 1, code: E.COMPRESSION_ERROR });
-        expect(h.of(T.HEADERS)).toEqual([]);
-        // Known gap (reported): nghttp2 ends the session by itself here, and node then neither
-        // reads nor closes: the socket stays open until ugate's PING timeout (default 20 s)
-        // destroys it, logged as "hbone peer stopped answering PINGs" (with the peer's src).
-        await sleep(PING_TIMEOUT_MS / 2);
-        expect([h.ended, h.closed]).toEqual([false, false]);
-        await waitFor(() => h.closed, PING_TIMEOUT_MS + 3_000, 'PING timeout closes the socket');
-        expect(performance.now() - t0).toBeGreaterThanOrEqual(PING_TIMEOUT_MS - 20);
-        expect(h.ended).toBe(true);
-        await sleep(50);
-        // The stream never reached ugate; the only line is the PING timeout's.
-        expect(linesOf(h.src, mark).map((l) => [l.level, l.fields.code, l.msg])).toEqual([
-          ['warn', ErrorCodes.TIMEOUT, 'hbone peer stopped answering PINGs'],
-        ]);
-        expect(log.lines.slice(mark).filter((l) => l.msg !== 'stream' && l.fields.src !== h.src)).toEqual([]);
-      });
-    } finally {
-      await quick.close();
-    }
+  }
+
+  it('CONNECT with a 100 KiB literal header value: GOAWAY COMPRESSION_ERROR (nghttp2 caps one field at 64 KiB), then the socket is closed', async () => {
+    await undecodable(
+      hpack([
+        [':method', 'CONNECT'],
+        [':authority', `127.0.0.1:${echo.port}`],
+        ['x-big', 'a'.repeat(100 * 1024)],
+      ]),
+    );
+  });
+
+  it('HEADERS with garbage HPACK (an index beyond both tables): GOAWAY COMPRESSION_ERROR, then the socket is closed', async () => {
+    // Indexed field 0x7f + 2^28: no such entry.
+    await undecodable(Buffer.concat([hpackInt(7, 0x80, 2 ** 28), randomBytes(8)]));
   });
 
   it('50 CONNECTs with a 7 MiB header list each (120 fields of 60 KB, 1 MiB frames): RST_STREAM ENHANCE_YOUR_CALM each, RSS bounded', async () => {
@@ -578,14 +575,17 @@ describe('HBONE server (mTLS) under bad input', () => {
       expect(process.memoryUsage().rss - rss0).toBeLessThan(200 * 1024 * 1024);
       // One access line per stream that reached ugate (200): aborted while still dialing, so
       // at debug; the torn-down session's streams do not count as resets by the peer.
-      await waitFor(() => linesOf(h.src, mark).length === 200, 5_000, '200 access lines');
+      const access = () => linesOf(h.src, mark).filter((l) => l.msg === 'stream');
+      await waitFor(() => access().length === 200, 5_000, '200 access lines');
       await sleep(50);
-      expect(linesOf(h.src, mark)).toHaveLength(200);
-      expect(new Set(linesOf(h.src, mark).map((l) => `${l.level} ${l.msg} ${String(l.fields.code)}`))).toEqual(
+      expect(access()).toHaveLength(200);
+      expect(new Set(access().map((l) => `${l.level} ${l.msg} ${String(l.fields.code)}`))).toEqual(
         new Set([`debug stream ${ErrorCodes.ABORTED}`]),
       );
-      const other = log.lines.slice(mark).filter((l) => l.fields.src !== h.src && l.msg !== 'stream');
-      expect(other.map((l) => [l.level, l.msg, l.fields.err])).toEqual([['debug', 'hbone session error', 'Protocol error']]);
+      // Besides them, the session error, with the peer's address.
+      const session = linesOf(h.src, mark).filter((l) => l.msg !== 'stream');
+      expect(session.map((l) => [l.level, l.msg, l.fields.err])).toEqual([['debug', 'hbone session error', 'Protocol error']]);
+      expect(log.lines.slice(mark).filter((l) => l.fields.src !== h.src && l.msg !== 'stream')).toEqual([]);
     });
   });
 
@@ -619,24 +619,31 @@ describe('HBONE server (mTLS) under bad input', () => {
     });
   });
 
-  it('rapid reset (5000 × HEADERS + RST_STREAM): session closed after 101 early resets; one warn line, access lines at debug', async () => {
+  it('rapid reset (5000 × HEADERS + RST_STREAM): GOAWAY ENHANCE_YOUR_CALM after 101 early resets, then the server closes; one warn line, access lines at debug', async () => {
     const RESET_LIMIT = 100;
     await survives(goodHbone, async () => {
       const mark = log.lines.length;
       const h = await RawH2.open(port);
       const hdr = connectHeaders(`127.0.0.1:${echo.port}`);
       const rst = frame(T.RST_STREAM, 0, 0, u32(E.CANCEL));
-      const t0 = performance.now();
       await h.write(Array.from({ length: 5000 }, (_, i) => [withId(hdr, 2 * i + 1), withId(rst, 2 * i + 1)]).flat());
+      // Closed by the server (with a FIN) without any help from the client, well before the
+      // PING timeout (20 s); the 5 s are a bound for the wait, not a speed test.
       await waitFor(() => h.closed, 5_000, 'server closes the session');
-      // Closed promptly (with a FIN), well before nghttp2's own limit (~1000) or the PING timeout.
-      expect(performance.now() - t0).toBeLessThan(2_000);
       expect(h.ended).toBe(true);
-      // Known gap (reported, src/ untouched): the server submits GOAWAY ENHANCE_YOUR_CALM but
-      // destroys the session in the same tick, from inside a stream's 'close', and the frame
-      // is never written: the peer sees only its preface answer (SETTINGS, ACK, WINDOW_UPDATE).
-      expect(h.goaway()).toBeUndefined();
-      expect(new Set(h.frames.map((f) => f.type))).toEqual(new Set([T.SETTINGS, T.WINDOW_UPDATE]));
+      // The GOAWAY reached us before the close; it names the stream that used up the budget.
+      expect(h.goaway()).toEqual({ last: 2 * RESET_LIMIT + 1, code: E.ENHANCE_YOUR_CALM });
+      expect(new Set(h.frames.map((f) => f.type))).toEqual(
+        new Set([T.SETTINGS, T.WINDOW_UPDATE, T.GOAWAY, ...(h.of(T.RST_STREAM).length ? [T.RST_STREAM] : [])]),
+      );
+      // Streams opened after it are refused, not dialed (node's RST_STREAM repeats the peer's
+      // CANCEL when that arrived first).
+      expect(h.of(T.RST_STREAM).every((f) => f.id > 2 * RESET_LIMIT + 1)).toBe(true);
+      expect(
+        Object.keys(h.resets())
+          .map(Number)
+          .filter((c) => c !== E.REFUSED_STREAM && c !== E.CANCEL),
+      ).toEqual([]);
       await sleep(100);
       const lines = linesOf(h.src, mark);
       const warn = lines.filter((l) => l.level !== 'debug');
@@ -649,6 +656,45 @@ describe('HBONE server (mTLS) under bad input', () => {
       expect(new Set(summary(access))).toEqual(new Set([`debug ${ErrorCodes.ABORTED}`]));
       expect(lines).toHaveLength(RESET_LIMIT + 2);
       expect(log.lines.slice(mark).filter((l) => l.fields.src !== h.src && l.msg !== 'stream')).toEqual([]);
+    });
+  });
+
+  it('200 streams that each end both ways at once: every response ends with END_STREAM, none with RST_STREAM', async () => {
+    const N = 200;
+    const END_STREAM = 0x1;
+    await survives(goodHbone, async () => {
+      const mark = log.lines.length;
+      const h = await RawH2.open(port);
+      const hdr = connectHeaders(`127.0.0.1:${echo.port}`);
+      const ids = Array.from({ length: N }, (_, i) => 2 * i + 1);
+      await h.write(ids.map((id) => withId(hdr, id)));
+      await waitFor(() => h.of(T.HEADERS).length >= N, 5_000, `${N} responses`);
+      // One byte each, with END_STREAM: the echo answers and ends, so both directions end together.
+      await h.write(ids.map((id) => frame(T.DATA, END_STREAM, id, Buffer.from('x'))));
+      const ended = () =>
+        new Set(
+          h
+            .of(T.DATA)
+            .filter((f) => f.flags & END_STREAM)
+            .map((f) => f.id),
+        );
+      await waitFor(() => ended().size + h.of(T.RST_STREAM).length >= N, 5_000, `${N} ends`);
+      await sleep(100);
+      // A relay that destroy()s the stream before nghttp2 has written our END_STREAM makes node
+      // send RST_STREAM(NO_ERROR) instead, which a Go client reports as a stream error.
+      expect(h.resets()).toEqual({});
+      expect([...ended()].sort((a, b) => a - b)).toEqual(ids);
+      expect(
+        h
+          .of(T.DATA)
+          .filter((f) => f.payload.length > 0)
+          .map((f) => f.payload.toString()),
+      ).toEqual(Array(N).fill('x'));
+      h.destroy();
+      await waitFor(() => linesOf(h.src, mark).length === N, 5_000, 'access lines');
+      expect(new Set(linesOf(h.src, mark).map((l) => `${l.level} ${l.msg} ${String(l.fields.result)}`))).toEqual(
+        new Set(['info stream ok']),
+      );
     });
   });
 

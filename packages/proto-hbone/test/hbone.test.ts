@@ -78,6 +78,31 @@ describe('hbone dialer ↔ hbone server (mTLS)', () => {
     d.close();
   });
 
+  it('asks the server for the upstream target when discovery names one (the CONNECT authority)', async () => {
+    const { d } = client(await creds('t', 'default', 't'));
+    const stream = await d.dial(
+      {
+        sid: newSid(),
+        target: makeTarget('web.apps.svc.cluster.local', 80),
+        protocol: 'test',
+        source: { address: '127.0.0.1', port: 1 },
+        peer: { kind: 'local', principals: [] },
+      },
+      {
+        carrier: 'hbone',
+        address: makeTarget('127.0.0.1', port),
+        identity: `spiffe://${TD}/ns/default/sa/server`,
+        target: makeTarget('127.0.0.1', sink.port),
+        reason: 'test',
+      },
+    );
+    const data = randomBytes(1000);
+    const reply = readAll(stream);
+    stream.end(data);
+    expect((await reply).toString()).toBe(sha256(data));
+    d.close();
+  });
+
   it('answers 503 for a closed port, 401 for a denied principal', async () => {
     const { open, d } = client(await creds('b', 'default', 'blocked'));
     const closed = await freePort();
