@@ -856,7 +856,8 @@ describe('Dockerfile', () => {
     const pnpm = need('pnpm', 'npm i -g pnpm@12');
     const out = join(work, 'deploy-out');
     const lock = readFileSync(join(ROOT, 'pnpm-lock.yaml'));
-    await ok(pnpm, ['--filter', 'ugate', 'deploy', '--prod', '--offline', out], {
+    // --prefer-offline: the store already holds every tarball; package metadata may still need the npm registry.
+    await ok(pnpm, ['--filter', 'ugate', 'deploy', '--prod', '--prefer-offline', out], {
       env: { ...process.env, CI: 'true' },
       timeoutMs: 120_000,
     });
