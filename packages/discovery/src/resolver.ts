@@ -176,6 +176,12 @@ export class Discovery implements Resolver {
   }
 
   async resolve(target: Target, signal?: AbortSignal): Promise<Upstream[]> {
+    // The table alone answers (no sources to ask, or a service/registration/named route): no steps to record.
+    const m = this.#router.match(target);
+    if (m && (m.kind !== 'default' || (this.#sources.length === 0 && !this.#fallback?.(target)))) {
+      if (m.reject) throw m.reject;
+      return [m.upstream!];
+    }
     const x = await this.#explain(target, signal, false);
     if (x.error) throw new UgateError(x.error.code as typeof ErrorCodes.NO_ROUTE, x.error.message);
     return [...x.upstreams];
