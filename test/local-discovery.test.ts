@@ -73,6 +73,8 @@ describe('local discovery between two network namespaces', () => {
   });
 
   it('the stream really went over SSH to a, which saw b by its key', async () => {
+    const target = `"target":"${ids.a}.m:8080"`;
+    await waitFor(() => procs[1]!.output().includes(target), 5_000, "a's access line");
     const a = procs[1]!.output();
     const line = a
       .split('\n')
