@@ -37,7 +37,8 @@ export interface UgateProcess {
 export async function startUgate(file: string, yaml: string, adminPort: number, env: NodeJS.ProcessEnv = {}): Promise<UgateProcess> {
   writeFileSync(file, yaml);
   const p = start('node', [BIN, 'run', '-c', file], { env: { ...process.env, ...env } });
-  const exited = new Promise<number | null>((resolve) => p.child.once('exit', (code) => resolve(code)));
+  // 'close', not 'exit': the process can exit before its last stdout lines have been read.
+  const exited = new Promise<number | null>((resolve) => p.child.once('close', (code) => resolve(code)));
   const logs = () =>
     p
       .output()
