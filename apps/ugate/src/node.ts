@@ -13,6 +13,7 @@ import {
   newSid,
   Policy,
   parseTarget,
+  type RouteInit,
   Router,
   Switch,
   silentLogger,
@@ -21,7 +22,7 @@ import {
   UgateError,
   vip6FromId,
 } from '@ugate/core';
-import { Discovery, dnsServer, type Explanation, pinnedId } from '@ugate/discovery';
+import { Discovery, dnsServer, type Explanation, pinnedId, type Source } from '@ugate/discovery';
 import { findIstioCredentials, h2rNode, hboneDialer, hboneServer, sniGateway, WorkloadCredentials } from '@ugate/proto-hbone';
 import { httpProxy } from '@ugate/proto-http';
 import { socks } from '@ugate/proto-socks';
@@ -389,16 +390,18 @@ export function createNode(input: ConfigInput | Config, opts: NodeOptions = {}):
     async reload(nextInput) {
       let next: Config;
       let nextDir = baseDir;
+      let prepared: { routes: RouteInit[]; gateways: GatewayInit[]; listeners: Map<string, Wanted>; sources?: Source[] };
       try {
         if (nextInput !== undefined) next = parseConfig(nextInput);
         else if (opts.loadConfig) ({ config: next, baseDir: nextDir } = opts.loadConfig());
         else return { ok: false, errors: ['this node has no config file to read again'] };
-        // Everything that can fail is read before anything changes: a bad file changes nothing.
-        wanted(next, nextDir);
-        routesOf(next, nextDir);
-        gatewaysOf(next, nextDir);
-        new Router({ routes: routesOf(next, nextDir), services: next.services });
+        // Everything that can fail is read and built before anything changes: a bad file changes nothing.
+        prepared = { routes: routesOf(next, nextDir), gateways: gatewaysOf(next, nextDir), listeners: wanted(next, nextDir) };
+        new Router({ routes: prepared.routes, services: next.services });
         new Policy(next.policy);
+        if (JSON.stringify(config.discovery) !== JSON.stringify(next.discovery)) {
+          prepared.sources = buildSources(next, nextDir, identity, log, opts.worker);
+        }
       } catch (e) {
         const err = toUgateError(e, ErrorCodes.CONFIG);
         log.warn({ code: err.code, err: err.message }, 'reload refused: the config is invalid; the running config stays');
@@ -414,18 +417,18 @@ export function createNode(input: ConfigInput | Config, opts: NodeOptions = {}):
       const applied: string[] = [];
       const restartNeeded = RESTART_KEYS.filter((k) => changed(k));
       if (changed('routes') || changed('services')) {
-        router.replace({ routes: routesOf(next, nextDir), services: next.services });
+        router.replace({ routes: prepared.routes, services: next.services });
         applied.push(...(['routes', 'services'] as const).filter(changed));
       }
       if (JSON.stringify(config.ssh.gateways) !== JSON.stringify(next.ssh.gateways)) {
-        carrier.setGateways(gatewaysOf(next, nextDir));
+        carrier.setGateways(prepared.gateways);
         applied.push('ssh.gateways');
       }
-      if (changed('discovery')) {
-        await discovery.setSources(buildSources(next, nextDir, identity, log, opts.worker), running);
+      if (prepared.sources) {
+        await discovery.setSources(prepared.sources, running);
         applied.push('discovery');
       }
-      const errors = running ? await applyListeners(wanted(next, nextDir)) : [];
+      const errors = running ? await applyListeners(prepared.listeners) : [];
       for (const k of ['ssh', 'hbone', 'hbonec', 'sni', 'socks', 'http', 'dns'] as const)
         if (changed(k) && !applied.includes(k)) applied.push(k);
       let closedStreams: string[] = [];
