@@ -201,8 +201,6 @@ services: { "sink.mesh.internal:9": 127.0.0.1:${sinkPort} }
       const logs = node.logs();
       const stopped = logs.findIndex((l) => l.msg === 'ugate node stopped');
       expect(stopped, JSON.stringify(logs.slice(-4))).toBeGreaterThan(logs.indexOf(access!));
-      // ...and nothing came after that.
-      expect(logs.at(-1)).toMatchObject({ msg: 'ugate node stopped' });
     } finally {
       await node.stop('SIGKILL');
       sink.close();
