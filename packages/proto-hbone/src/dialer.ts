@@ -14,8 +14,11 @@ import {
 import { openStream } from './connect.js';
 import type { WorkloadCredentials } from './credentials.js';
 import { keepAlive } from './keepalive.js';
-import { bufferWrites, H2, h2Settings } from './settings.js';
+import { H2, h2Settings } from './settings.js';
 import { expectIdentity } from './spiffe.js';
+
+/** Stream labels the dialer passes on as request headers (`forwarded` has its own default). */
+const FORWARDED_LABELS = ['baggage', 'traceparent', 'x-forwarded-network'] as const;
 
 export interface HboneDialerInit {
   /** Our workload credentials; omit to dial hbonec (h2c). */
@@ -38,6 +41,8 @@ interface Pooled {
   /** Streams reserved on this session (counted from the moment one is picked). */
   streams: number;
   dead: boolean;
+  /** `ready` has resolved: opens go straight to the session. */
+  connected: boolean;
 }
 
 /**
@@ -132,8 +137,13 @@ export function hboneDialer(init: HboneDialerInit = {}) {
 
     function newSession(addr: Target, identity: string | undefined, key: string): Pooled {
       const { session, ready } = openSession(addr, identity);
-      const pooled: Pooled = { ready, session, streams: 0, dead: false };
-      ready.catch(() => drop(key, pooled));
+      const pooled: Pooled = { ready, session, streams: 0, dead: false, connected: false };
+      ready.then(
+        () => {
+          pooled.connected = true;
+        },
+        () => drop(key, pooled),
+      );
       session.once('close', () => drop(key, pooled));
       const list = pools.get(key) ?? [];
       list.push(pooled);
@@ -150,25 +160,22 @@ export function hboneDialer(init: HboneDialerInit = {}) {
     }
 
     function request(p: Pooled, session: ClientHttp2Session, req: StreamRequest): Promise<ClientHttp2Stream> {
-      const headers: Record<string, string> = { ':method': 'CONNECT', ':authority': formatTarget(req.target) };
-      for (const h of ['baggage', 'traceparent', 'x-forwarded-network'] as const) {
-        const v = req.labels?.[h];
-        if (v) headers[h] = v;
+      const authority = formatTarget(req.target);
+      const headers: Record<string, string> = { ':method': 'CONNECT', ':authority': authority };
+      const labels = req.labels;
+      if (labels) {
+        for (const h of FORWARDED_LABELS) {
+          const v = labels[h];
+          if (v) headers[h] = v;
+        }
       }
-      headers.forwarded = req.labels?.forwarded ?? `for="${req.source.address}:${req.source.port}"`;
-      return respond(p, session, headers, req);
+      headers.forwarded = labels?.forwarded ?? `for="${req.source.address}:${req.source.port}"`;
+      return respond(p, session, headers, authority);
     }
 
     /** Send the request headers on a reserved slot of `p`; resolve with the stream on 200. */
-    async function respond(
-      p: Pooled,
-      session: ClientHttp2Session,
-      headers: Record<string, string>,
-      req: StreamRequest,
-    ): Promise<ClientHttp2Stream> {
-      const opened = await openStream(session, headers, formatTarget(req.target), timeout, () => p.streams--);
-      bufferWrites(opened);
-      return opened;
+    function respond(p: Pooled, session: ClientHttp2Session, headers: Record<string, string>, what: string): Promise<ClientHttp2Stream> {
+      return openStream(session, headers, what, timeout, () => p.streams--);
     }
 
     /** A pooled session with a stream slot reserved on it (released again if connecting fails). */
@@ -182,9 +189,17 @@ export function hboneDialer(init: HboneDialerInit = {}) {
       }
     }
 
-    async function onPooled(addr: Target, identity: string | undefined, req: StreamRequest): Promise<ClientHttp2Stream> {
-      const { p, session } = await acquire(addr, identity);
-      return request(p, session, req);
+    function onPooled(addr: Target, identity: string | undefined, req: StreamRequest): Promise<ClientHttp2Stream> {
+      const p = sessionFor(addr, identity);
+      // The usual case, a session that is up: no extra promise turns per open.
+      if (p.connected && !p.dead) return request(p, p.session, req);
+      return p.ready.then(
+        (session) => request(p, session, req),
+        (e: unknown) => {
+          p.streams--;
+          throw e;
+        },
+      );
     }
 
     /**
@@ -196,7 +211,7 @@ export function hboneDialer(init: HboneDialerInit = {}) {
       if (!creds) throw new UgateError(ErrorCodes.CONFIG, 'double HBONE needs workload credentials');
       const outer = await onPooled(gw.address, gw.identity, req);
       const { session, ready } = openSession(req.target, up.identity, outer);
-      const inner: Pooled = { ready, session, streams: 1, dead: false };
+      const inner: Pooled = { ready, session, streams: 1, dead: false, connected: false };
       try {
         await ready;
       } catch (e) {
@@ -232,7 +247,7 @@ export function hboneDialer(init: HboneDialerInit = {}) {
         'x-tun': formatTarget(req.target),
         authorization: `Bearer ${up.options?.token ?? ''}`,
       };
-      const stream = await respond(p, session, headers, req);
+      const stream = await respond(p, session, headers, formatTarget(req.target));
       const c2 = innerCreds.current;
       const inner = tlsConnect({
         socket: stream,
@@ -263,7 +278,7 @@ export function hboneDialer(init: HboneDialerInit = {}) {
         ':authority': formatTarget(addr),
         'x-h2r-names': up.options?.names ?? '',
       };
-      return respond(p, session, headers, req);
+      return respond(p, session, headers, formatTarget(req.target));
     }
 
     return {
