@@ -1,3 +1,4 @@
+export * from './cancel.js';
 export * from './direct.js';
 export * from './errors.js';
 export * from './hold.js';

@@ -29,6 +29,8 @@ interface Route {
   readonly gateway?: { readonly address: Target; readonly identity?: string };
   readonly options?: Readonly<Record<string, string>>;
   readonly order: number;
+  /** What a match answers, made once (shared and frozen). */
+  readonly upstream: Upstream;
 }
 
 interface Registration {
@@ -94,15 +96,19 @@ export class Router {
 
   addRoute(r: RouteInit): void {
     const pattern = parseHostPattern(r.match);
+    const address = r.address === undefined ? undefined : parseTarget(r.address);
+    const gateway = r.gateway ? { address: parseTarget(r.gateway.address), identity: r.gateway.identity } : undefined;
+    const { carrier, via, identity, options } = r;
     const route: Route = {
       pattern,
-      carrier: r.carrier,
-      address: r.address === undefined ? undefined : parseTarget(r.address),
-      via: r.via,
-      identity: r.identity,
-      gateway: r.gateway ? { address: parseTarget(r.gateway.address), identity: r.gateway.identity } : undefined,
-      options: r.options,
+      carrier,
+      address,
+      via,
+      identity,
+      gateway,
+      options,
       order: this.#routes.length,
+      upstream: Object.freeze({ carrier, address, via, identity, gateway, options, reason: `route ${pattern.source}` }),
     };
     this.#routes.push(route);
     this.#routes.sort((a, b) => specificity(b.pattern) - specificity(a.pattern) || a.order - b.order);
@@ -166,8 +172,7 @@ export class Router {
       if (r.carrier === 'reject') {
         return { kind, reject: new UgateError(ErrorCodes.NO_ROUTE, `route ${r.pattern.source} rejects ${key}`) };
       }
-      const { carrier, address, via, identity, gateway, options } = r;
-      return { kind, upstream: { carrier, address, via, identity, gateway, options, reason: `route ${r.pattern.source}` } };
+      return { kind, upstream: r.upstream };
     }
     return undefined;
   }

@@ -27,8 +27,25 @@ export function makeTarget(host: string, port: number): Target {
   return { host: h, port };
 }
 
+/**
+ * Recently parsed `host:port` texts (the same authorities arrive over and over at a gateway),
+ * frozen so that sharing them is safe. Cleared when full: a bound, not an LRU.
+ */
+const parsed = new Map<string, Target>();
+const PARSED_MAX = 1024;
+
 /** Parse `host:port`, `[v6]:port`. Throws BAD_REQUEST. */
 export function parseTarget(text: string, defaultPort?: number): Target {
+  if (defaultPort !== undefined) return parseTargetText(text, defaultPort);
+  const hit = parsed.get(text);
+  if (hit) return hit;
+  const t = Object.freeze(parseTargetText(text));
+  if (parsed.size >= PARSED_MAX) parsed.clear();
+  parsed.set(text, t);
+  return t;
+}
+
+function parseTargetText(text: string, defaultPort?: number): Target {
   const s = text.trim();
   let host: string;
   let port: string | undefined;
@@ -63,7 +80,8 @@ export function parseTarget(text: string, defaultPort?: number): Target {
 }
 
 export function formatTarget(t: Target): string {
-  return isIP(t.host) === 6 ? `[${t.host}]:${t.port}` : `${t.host}:${t.port}`;
+  // Only an IPv6 literal has a colon in a valid host.
+  return t.host.includes(':') && isIP(t.host) === 6 ? `[${t.host}]:${t.port}` : `${t.host}:${t.port}`;
 }
 
 /** Parse a bind address `host:port` where port 0 means "any free port". */

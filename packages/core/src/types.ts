@@ -1,4 +1,5 @@
 import type { Duplex } from 'node:stream';
+import type { AbortLike } from './cancel.js';
 import type { Target } from './target.js';
 
 /** Who is on the other side of the hop that delivered a stream. */
@@ -20,8 +21,8 @@ export interface StreamRequest {
   readonly source: { readonly address: string; readonly port: number };
   readonly peer: PeerIdentity;
   readonly labels?: Readonly<Record<string, string>>;
-  /** Aborted when the requester goes away before the stream is open. */
-  readonly signal?: AbortSignal;
+  /** Aborted when the requester goes away before the stream is open (a `Cancel`, or an AbortSignal). */
+  readonly signal?: AbortLike;
 }
 
 /** Where the router sends a stream. */
@@ -53,7 +54,7 @@ export interface Upstream {
  */
 export interface Resolver {
   /** Throws NO_ROUTE (or the `reject` route's error). */
-  resolve(target: Target, signal?: AbortSignal): Promise<Upstream[]>;
+  resolve(target: Target, signal?: AbortLike): Promise<Upstream[]>;
   /** Dial outcome, for health: a failed endpoint is skipped for a back-off period. */
   report?(upstream: Upstream, ok: boolean): void;
 }

@@ -1,5 +1,6 @@
 import { isIP } from 'node:net';
 import {
+  type AbortLike,
   ErrorCodes,
   formatTarget,
   type Logger,
@@ -9,6 +10,7 @@ import {
   type Router,
   silentLogger,
   type Target,
+  toAbortSignal,
   toUgateError,
   UgateError,
   type Upstream,
@@ -175,7 +177,7 @@ export class Discovery implements Resolver {
     if (started) await this.start();
   }
 
-  async resolve(target: Target, signal?: AbortSignal): Promise<Upstream[]> {
+  async resolve(target: Target, signal?: AbortLike): Promise<Upstream[]> {
     // The table alone answers (no sources to ask, or a service/registration/named route): no steps to record.
     const m = this.#router.match(target);
     if (m && (m.kind !== 'default' || (this.#sources.length === 0 && !this.#fallback?.(target)))) {
@@ -188,7 +190,7 @@ export class Discovery implements Resolver {
   }
 
   /** Resolve and say why: every source asked, what it said, and the order the endpoints would be tried in. */
-  explain(target: Target, signal?: AbortSignal): Promise<Explanation> {
+  explain(target: Target, signal?: AbortLike): Promise<Explanation> {
     return this.#explain(target, signal, true);
   }
 
@@ -229,7 +231,7 @@ export class Discovery implements Resolver {
 
   // ---- resolution -------------------------------------------------------------------------
 
-  async #explain(target: Target, signal: AbortSignal | undefined, verbose: boolean): Promise<Explanation> {
+  async #explain(target: Target, signal: AbortLike | undefined, verbose: boolean): Promise<Explanation> {
     const steps: Step[] = [];
     const name = formatTarget(target);
     const done = (answeredBy: string | undefined, upstreams: Upstream[], error?: UgateError): Explanation => ({
@@ -268,7 +270,7 @@ export class Discovery implements Resolver {
   }
 
   /** Ask the sources in order; the first with endpoints answers. */
-  async #ask(target: Target, steps: Step[], signal: AbortSignal | undefined, verbose: boolean): Promise<Found | undefined> {
+  async #ask(target: Target, steps: Step[], signal: AbortLike | undefined, verbose: boolean): Promise<Found | undefined> {
     for (const s of this.#sources) {
       if (isPush(s)) {
         const u = this.#pushedFor(s.name, target);
@@ -301,7 +303,7 @@ export class Discovery implements Resolver {
   }
 
   /** An IP with no record of its own: map it to a name (PTR) and resolve that name instead. */
-  async #reverse(target: Target, steps: Step[], signal: AbortSignal | undefined, verbose: boolean): Promise<Found | undefined> {
+  async #reverse(target: Target, steps: Step[], signal: AbortLike | undefined, verbose: boolean): Promise<Found | undefined> {
     for (const s of this.#sources) {
       if (isPush(s) || !s.reverse) continue;
       let host: string | undefined;
@@ -329,11 +331,7 @@ export class Discovery implements Resolver {
     return undefined;
   }
 
-  async #pull(
-    s: PullSource,
-    target: Target,
-    signal?: AbortSignal,
-  ): Promise<{ answer: Answer | undefined; cached: boolean; ttlMs: number }> {
+  async #pull(s: PullSource, target: Target, signal?: AbortLike): Promise<{ answer: Answer | undefined; cached: boolean; ttlMs: number }> {
     const key = `${s.name}|${formatTarget(target)}`;
     const now = Date.now();
     const hit = this.#cache.get(key);
@@ -474,9 +472,9 @@ export function pickOrder<T extends { priority?: number; weight?: number }>(eps:
   return keyed.map((x) => x.ep);
 }
 
-function timeoutSignal(ms: number, parent?: AbortSignal): AbortSignal {
+function timeoutSignal(ms: number, parent?: AbortLike): AbortSignal {
   const t = AbortSignal.timeout(ms);
-  return parent ? AbortSignal.any([t, parent]) : t;
+  return parent ? AbortSignal.any([t, toAbortSignal(parent)]) : t;
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -495,7 +493,7 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   });
 }
 
-function raceAbort<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+function raceAbort<T>(p: Promise<T>, signal: AbortLike): Promise<T> {
   if (signal.aborted) return Promise.reject(new UgateError(ErrorCodes.ABORTED, 'requester went away'));
   return new Promise((resolve, reject) => {
     const onAbort = () => reject(new UgateError(ErrorCodes.ABORTED, 'requester went away'));

@@ -1,6 +1,7 @@
 import { AsyncResource } from 'node:async_hooks';
 import type { ClientHttp2Session, ClientHttp2Stream, IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import {
+  Cancel,
   codeFromText,
   ErrorCodes,
   type Logger,
@@ -60,7 +61,7 @@ export function connectHandler(c: { switch: Switch; logger: Logger; protocol: st
         const v = headers[h];
         if (typeof v === 'string') labels[h] = v;
       }
-      const ac = new AbortController();
+      const ac = new Cancel();
       onClose = () => ac.abort();
       stream.once('close', onClose);
       req = {
@@ -70,7 +71,7 @@ export function connectHandler(c: { switch: Switch; logger: Logger; protocol: st
         source: src,
         peer: c.peerOf(stream),
         labels,
-        signal: ac.signal,
+        signal: ac,
       };
     } catch (e) {
       const err = toUgateError(e, ErrorCodes.BAD_REQUEST);

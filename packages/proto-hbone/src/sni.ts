@@ -1,6 +1,7 @@
 import { createServer, type Socket } from 'node:net';
 import {
   boundAddresses,
+  Cancel,
   closeGracefully,
   ErrorCodes,
   type Listener,
@@ -66,14 +67,14 @@ export function sniGateway(init: SniGatewayInit = {}) {
       let req: StreamRequest;
       try {
         const t = sniTarget(sni);
-        const ac = new AbortController();
+        const ac = new Cancel();
         req = {
           sid: newSid(),
           target: makeTarget(t.host, t.port),
           protocol: 'sni',
           source: { address: sock.remoteAddress ?? '', port: sock.remotePort ?? 0 },
           peer: { kind: 'anonymous', principals: [] },
-          signal: ac.signal,
+          signal: ac,
         };
         const park = new Park(sock, hello, () => ac.abort());
         c.switch.open(req).then(

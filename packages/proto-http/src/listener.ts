@@ -4,6 +4,7 @@ import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import {
   boundAddresses,
+  Cancel,
   closeGracefully,
   type ErrorCode,
   ErrorCodes,
@@ -190,9 +191,9 @@ class HttpProxyListener implements Listener {
         closeGracefully(socket, buildErrorResponse(400, err.code));
         return;
       }
-      const ac = new AbortController();
+      const ac = new Cancel();
       const park = new Park(socket, head, () => ac.abort());
-      const sreq: StreamRequest = { sid: newSid(), target, protocol: CONNECT, source, peer, signal: ac.signal };
+      const sreq: StreamRequest = { sid: newSid(), target, protocol: CONNECT, source, peer, signal: ac };
       const sw = this.#ctx.sw;
       sw.open(sreq).then(
         (opened) => {
@@ -235,10 +236,10 @@ class HttpProxyListener implements Listener {
         this.#ctx.log.warn({ code: err.code, src: srcText(source), proto: FORWARD }, err.message);
         return respondError(res, 400, err.code);
       }
-      const ac = new AbortController();
+      const ac = new Cancel();
       const gone = () => ac.abort();
       res.once('close', gone);
-      const sreq: StreamRequest = { sid: newSid(), target, protocol: FORWARD, source, peer, signal: ac.signal };
+      const sreq: StreamRequest = { sid: newSid(), target, protocol: FORWARD, source, peer, signal: ac };
       let opened: Opened;
       try {
         opened = await this.#ctx.sw.open(sreq);

@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
 import {
   boundAddresses,
+  Cancel,
   closeGracefully,
   type ErrorCode,
   ErrorCodes,
@@ -282,10 +283,10 @@ function openStream(
   user: string | undefined,
   rest: Buffer,
 ): void {
-  const ac = new AbortController();
+  const ac = new Cancel();
   const park = new Park(socket, rest, () => ac.abort());
   const peer: PeerIdentity = user === undefined ? { kind: 'local', principals: [] } : { kind: 'password', principals: [user] };
-  const req: StreamRequest = { sid: newSid(), target, protocol: PROTO, source, peer, signal: ac.signal };
+  const req: StreamRequest = { sid: newSid(), target, protocol: PROTO, source, peer, signal: ac };
   ctx.sw.open(req).then(
     (opened) => {
       try {
