@@ -79,10 +79,25 @@ export function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Promise<Re
   let unwatch: (() => void) | undefined;
 
   return new Promise<RelayStats>((resolve) => {
+    // Every listener the relay adds, removed when it finishes: node keeps a closed socket's
+    // JS objects until a full GC (its handle wrapper survives scavenges), and our closures
+    // would keep the other side, the stats and the request with it (measured: most of the
+    // heap promoted per HBONE open). A noop 'error' listener stays for late errors.
+    // biome-ignore lint/suspicious/noExplicitAny: the listeners of several events, as EventEmitter types them
+    type Listener = (...args: any[]) => void;
+    const added: [Duplex, string, Listener][] = [];
+    const on = (s: Duplex, event: string, fn: Listener) => {
+      s.on(event, fn);
+      added.push([s, event, fn]);
+    };
     const finish = (error?: UgateError) => {
       if (finished) return;
       finished = true;
       unwatch?.();
+      for (const [s, event, fn] of added) s.off(event, fn);
+      added.length = 0;
+      a.on('error', noop);
+      b.on('error', noop);
       if (error) {
         stats.error = error;
         abortStream(a, error);
@@ -108,7 +123,7 @@ export function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Promise<Re
         dst.uncork();
         if (dst.writableNeedDrain) src.pause();
       };
-      src.on('data', (chunk: Buffer) => {
+      on(src, 'data', (chunk: Buffer) => {
         count(chunk.length);
         lastActivity = Date.now();
         if (!batch) {
@@ -122,15 +137,15 @@ export function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Promise<Re
         }
         dst.write(chunk);
       });
-      dst.on('drain', () => src.resume());
+      on(dst, 'drain', () => src.resume());
       const onEnd = () => {
         ended.add(dst);
         dst.end();
       };
       // A source may have ended (half-closed) while the stream was being opened.
       if (src.readableEnded) onEnd();
-      else src.on('end', onEnd);
-      dst.on('finish', () => {
+      else on(src, 'end', onEnd);
+      on(dst, 'finish', () => {
         // Some streams (ssh2 channels) end their own writable when the peer closes.
         if (!ended.has(dst)) return finish(new UgateError(ErrorCodes.ABORTED, 'peer closed before the stream ended'));
         onDone();
@@ -145,8 +160,8 @@ export function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Promise<Re
       if (!s.readableEnded || !ended.has(s)) finish(new UgateError(ErrorCodes.ABORTED, 'peer closed before the stream ended'));
     };
     for (const s of [a, b]) {
-      s.on('error', onError);
-      s.on('close', onClose(s));
+      on(s, 'error', onError);
+      on(s, 'close', onClose(s));
     }
     pump(
       a,

@@ -239,4 +239,39 @@ describe('relay: a source that already ended', () => {
     const stats = await done;
     expect(stats.error).toBeUndefined();
   });
+
+  it('idle checks are per relay: a busy relay outlives an idle one that shares its timer', async () => {
+    const idle = await relayed({ idleTimeoutMs: 200 });
+    const busy = await relayed({ idleTimeoutMs: 200 });
+    const atB = collect(busy.userB);
+    const t0 = Date.now();
+    const tick = setInterval(() => busy.userA.write('.'), 40);
+    try {
+      expect((await idle.stats).error?.code).toBe(ErrorCodes.IDLE_TIMEOUT);
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(190);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(busy.settled()).toBe(false);
+    } finally {
+      clearInterval(tick);
+    }
+    await atB.atLeast(10);
+    expect((await busy.stats).error?.code).toBe(ErrorCodes.IDLE_TIMEOUT);
+  });
+
+  it('removes its listeners from both sides when it finishes', async () => {
+    const [p1, p2] = await Promise.all([tcpPair(), tcpPair()]);
+    made.push(p1.client, p1.server, p2.client, p2.server);
+    const [a, b] = [p1.server, p2.client];
+    const events = ['data', 'end', 'finish', 'drain', 'close'] as const;
+    const count = () => events.map((e) => a.listenerCount(e) + b.listenerCount(e));
+    const before = count();
+    const done = relay(a, b);
+    expect(count()).not.toEqual(before);
+    p1.client.end('ping');
+    p2.server.end('pong');
+    expect((await done).error).toBeUndefined();
+    // Only what was there before is left, and an 'error' guard for late errors.
+    expect(count()).toEqual(before);
+    expect(a.listenerCount('error')).toBeGreaterThan(0);
+  });
 });

@@ -119,3 +119,14 @@ describe('parseListen', () => {
     expect(codeOf(() => parseListen('127.0.0.1'))).toBe(ErrorCodes.CONFIG);
   });
 });
+
+describe('parseTarget cache', () => {
+  it('answers a repeated text with the same frozen target; other forms still parse', () => {
+    const a = parseTarget('cache.example:8443');
+    expect(parseTarget('cache.example:8443')).toBe(a);
+    expect(Object.isFrozen(a)).toBe(true);
+    expect(parseTarget('cache.example', 80)).toEqual({ host: 'cache.example', port: 80 });
+    expect(() => parseTarget('cache.example:99999')).toThrow(/invalid port/);
+    expect(() => parseTarget('cache.example:99999')).toThrow(/invalid port/);
+  });
+});

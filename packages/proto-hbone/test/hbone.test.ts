@@ -1,3 +1,4 @@
+import { AsyncResource } from 'node:async_hooks';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect as h2connect } from 'node:http2';
 import { tmpdir } from 'node:os';
@@ -7,7 +8,16 @@ import { direct, type Listener, makeTarget, newSid, Policy, Router, Switch, sile
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../../test/support/proc.js';
 import { hashServer, randomBytes, readAll, sha256, type TestServer, waitFor } from '../../../test/support/servers.js';
-import { createCa, hboneDialer, hboneServer, issueWorkloadCert, type Pem, WorkloadCredentials, writeCredentials } from '../src/index.js';
+import {
+  createCa,
+  hboneDialer,
+  hboneServer,
+  issueWorkloadCert,
+  openStream,
+  type Pem,
+  WorkloadCredentials,
+  writeCredentials,
+} from '../src/index.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ugate-hbone-'));
 const TD = 'cluster.local';
@@ -75,6 +85,29 @@ describe('hbone dialer ↔ hbone server (mTLS)', () => {
     const reply = readAll(stream);
     stream.end(data);
     expect((await reply).toString()).toBe(sha256(data));
+    d.close();
+  });
+
+  it("submits requests with a lighter bind only for the call: node's AsyncResource#bind is back afterwards, also when request() throws", async () => {
+    const bind = AsyncResource.prototype.bind;
+    const { open, d } = client(await creds('a', 'default', 'a'));
+    const opened = await Promise.all([open('127.0.0.1', sink.port), open('127.0.0.1', sink.port)]);
+    expect(AsyncResource.prototype.bind).toBe(bind);
+    for (const { stream } of opened) {
+      const reply = readAll(stream);
+      stream.end('x');
+      expect((await reply).toString()).toBe(sha256(Buffer.from('x')));
+    }
+    // A destroyed session makes node's request() throw: a clean UNREACHABLE, and the bind restored.
+    const session = h2connect(`http://127.0.0.1:${port}`);
+    session.on('error', () => {});
+    session.destroy();
+    let closed = 0;
+    await expect(openStream(session, { ':method': 'CONNECT', ':authority': 'x:1' }, 'x:1', 1000, () => closed++)).rejects.toMatchObject({
+      code: 'UGATE_ERR_UNREACHABLE',
+    });
+    expect(closed).toBe(1);
+    expect(AsyncResource.prototype.bind).toBe(bind);
     d.close();
   });
 
