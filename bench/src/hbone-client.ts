@@ -14,11 +14,16 @@
  *           `hbone-go client -gen-bytes N`
  *     node hbone-client.js … --gen-bytes 1073741824
  *   --raw:  the same over plain TCP to the authority (reference: what the pipe and the loop cost alone)
+ *   --bare: the node:http2 floor: one `http2.connect()` session and `openStream` (the request helper
+ *           the dialer uses) per stream, without the dialer's pool, timers or identity check
  */
+import { readFileSync } from 'node:fs';
+import { type ClientHttp2Session, connect as h2connect } from 'node:http2';
 import type { Socket } from 'node:net';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseTarget, type StreamRequest, silentLogger, type Upstream } from '@ugate/core';
-import { hboneDialer, WorkloadCredentials } from '@ugate/proto-hbone';
+import { H2, h2Settings, hboneDialer, openStream, WorkloadCredentials } from '@ugate/proto-hbone';
 import { opens } from './measure.js';
 import { tcpConnect } from './socks5.js';
 
@@ -29,6 +34,7 @@ const { values: a } = parseArgs({
     certs: { type: 'string' },
     'expect-identity': { type: 'string' },
     raw: { type: 'boolean', default: false },
+    bare: { type: 'boolean', default: false },
     opens: { type: 'string' },
     concurrency: { type: 'string', default: '32' },
     'gen-bytes': { type: 'string' },
@@ -47,9 +53,10 @@ if (!a.authority) die('--authority is required');
 if (!a.raw && (!a.connect || !a.certs)) die('--connect and --certs are required (or --raw)');
 
 const target = parseTarget(a.authority);
-const dialer = a.raw
-  ? undefined
-  : hboneDialer({ credentials: new WorkloadCredentials(a.certs!), maxStreamsPerSession: 1000 })({ logger: silentLogger });
+const dialer =
+  a.raw || a.bare
+    ? undefined
+    : hboneDialer({ credentials: new WorkloadCredentials(a.certs!), maxStreamsPerSession: 1000 })({ logger: silentLogger });
 const req: StreamRequest = {
   sid: 'bench',
   target,
@@ -61,8 +68,36 @@ const up: Upstream | undefined = a.connect
   ? { carrier: 'hbone', address: parseTarget(a.connect), identity: a['expect-identity'], reason: 'bench' }
   : undefined;
 
+/** --bare: one plain node:http2 session, set up on first use. */
+let bare: Promise<ClientHttp2Session> | undefined;
+function bareSession(): Promise<ClientHttp2Session> {
+  bare ??= new Promise((resolve, reject) => {
+    const file = (n: string) => readFileSync(join(a.certs!, n));
+    const s = h2connect(`https://${a.connect}`, {
+      key: file('tls.key'),
+      cert: file('tls.crt'),
+      ca: file('ca.crt'),
+      minVersion: 'TLSv1.3',
+      ALPNProtocols: ['h2'],
+      servername: '',
+      checkServerIdentity: () => undefined,
+      settings: h2Settings(false),
+    });
+    s.once('error', reject);
+    s.once('connect', () => {
+      s.setLocalWindowSize(H2.connectionWindow);
+      resolve(s);
+    });
+  });
+  return bare;
+}
+
 /** One stream to the authority: an HBONE CONNECT stream, or (--raw) a TCP connection. */
-function open(): Promise<Socket> {
+async function open(): Promise<Socket> {
+  if (a.bare) {
+    const s = await bareSession();
+    return openStream(s, { ':method': 'CONNECT', ':authority': a.authority! }, a.authority!, 10_000) as Promise<unknown> as Promise<Socket>;
+  }
   if (!dialer) return tcpConnect(target);
   // Only the Duplex half of Socket is used (write, end, data, close): an HTTP/2 stream is one.
   return dialer.dial(req, up!) as Promise<unknown> as Promise<Socket>;
@@ -75,10 +110,11 @@ if (a.opens) {
   const c0 = process.cpuUsage();
   const r = await opens(open, n, Number(a.concurrency), 10_000);
   const c = process.cpuUsage(c0);
-  const sessions = dialer?.sessions() ?? 0;
+  const sessions = dialer?.sessions() ?? (bare ? 1 : 0);
   first.destroy();
   process.stdout.write(`${JSON.stringify({ ...r, sessions, cpuSeconds: (c.user + c.system) / 1e6 })}\n`);
   dialer?.close();
+  if (bare) (await bare).close();
   process.exit(r.failed ? 2 : 0);
 } else if (a['gen-bytes'] !== undefined) {
   const total = Number(a['gen-bytes']);

@@ -40,6 +40,7 @@ const OUT = join(ROOT, 'bench/out');
 const UGATE = join(ROOT, 'apps/ugate/bin/ugate.js');
 const CLIENT = join(HERE, 'hbone-client.js');
 const SINK = join(HERE, 'sink.js');
+const FLOOR_SERVER = join(HERE, 'h2-floor-server.js');
 /** V8 flags for the node client: the ugate daemon sets the same one in apps/ugate/bin/ugate.js. */
 const CLIENT_NODE_FLAGS = ['--no-concurrent-marking'];
 const MiB = 1024 * 1024;
@@ -628,6 +629,8 @@ async function main(): Promise<void> {
   const ugate = await startUgateServer('ugate server', serverDir);
   const socksNode = await startUgateSocksNode(clientDir, ugate.port);
   const relayNode = await startUgateSocksNode(clientDir, undefined);
+  const floorServer = startChild('node:http2 floor server', ['node', ...CLIENT_NODE_FLAGS, FLOOR_SERVER, '--certs', serverDir]);
+  const floorPort = (JSON.parse(await firstLine(floorServer, 10_000)) as { port: number }).port;
   log(
     `sink ${ports.discard}/${ports.echo}, Go server ${goPort}, ugate server ${ugate.port}, ugate SOCKS node ${socksNode.port}, ugate relay node ${relayNode.port}`,
   );
@@ -644,6 +647,7 @@ async function main(): Promise<void> {
   const ugP = procOf('server', ugate.child);
   const socksP = procOf('client', socksNode.child);
   const relayP = procOf('relay', relayNode.child);
+  const floorP = procOf('server', floorServer);
   const nodeClient = (server: number | undefined, authority: string, extra: string[] = []) => [
     'node',
     ...CLIENT_NODE_FLAGS,
@@ -800,6 +804,35 @@ async function main(): Promise<void> {
       viaClient(goClient(ugate.port, echo, goOpensArgs)),
       [ugP, sinkP],
     );
+    // The node:http2 floor: HBONE with nothing of ugate in it (h2-floor-server.js, hbone-client.js --bare).
+    const bareClient = (server: number) => [
+      'node',
+      ...CLIENT_NODE_FLAGS,
+      CLIENT,
+      '--bare',
+      '--connect',
+      `${LOCAL}:${server}`,
+      '--certs',
+      clientDir,
+      '--authority',
+      echo,
+      ...opensArgs,
+    ];
+    await measureOpens('floor', 'node:http2 floor', 'bare node client → bare node server → echo', viaClient(bareClient(floorPort)), [
+      floorP,
+      sinkP,
+    ]);
+    await measureOpens(
+      'goToFloor',
+      'Go client → bare node server',
+      'Go client → bare node server → echo',
+      viaClient(goClient(floorPort, echo, goOpensArgs)),
+      [floorP, sinkP],
+    );
+    await measureOpens('floorToGo', 'bare node client → Go server', 'bare node client → Go server → echo', viaClient(bareClient(goPort)), [
+      goP,
+      sinkP,
+    ]);
     await measureOpens(
       'ugateSocks',
       'ugate pair via SOCKS5',
@@ -833,6 +866,8 @@ async function main(): Promise<void> {
     opensUgateVsRawConnects: div(op('ugate'), op('raw')),
     opensGoVsRawConnects: div(op('go'), op('raw')),
     opensUgateVsUgateToGo: div(op('ugate'), op('ugateToGo')),
+    opensFloorVsGo: div(op('floor'), op('go')),
+    opensUgateVsFloor: div(op('ugate'), op('floor')),
   };
   const r = results.ratios;
   const atLeast = (x: number | undefined, y: number) => (x === undefined ? undefined : x >= y);
@@ -958,7 +993,7 @@ function report(): string {
   );
   L.push(
     `Piped clients: ugate pair ${rr.ugatePipedVsGoPiped ?? '–'}× the Go pair. ` +
-      `Opens/s: ugate pair ≥ Go pair: ${yn(t.opensAtLeastGo)} (${rr.opensUgateVsGo ?? '–'}×)`,
+      `Opens/s: ugate pair ≥ Go pair: ${yn(t.opensAtLeastGo)} (${rr.opensUgateVsGo ?? '–'}×; the node:http2 floor: ${rr.opensFloorVsGo ?? '–'}× the Go pair, ugate ${rr.opensUgateVsFloor ?? '–'}× the floor)`,
   );
   L.push(
     '× raw: vs raw TCP (bench → sink); × gen: vs a node client generating over plain TCP; × pipe: vs the same stdin pipe into a node client over plain TCP.',
