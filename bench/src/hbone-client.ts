@@ -17,15 +17,14 @@
  *   --bare: the node:http2 floor: one `http2.connect()` session and `openStream` (the request helper
  *           the dialer uses) per stream, without the dialer's pool, timers or identity check
  */
-import { readFileSync } from 'node:fs';
 import { type ClientHttp2Session, connect as h2connect } from 'node:http2';
 import type { Socket } from 'node:net';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseTarget, type StreamRequest, silentLogger, type Upstream } from '@ugate/core';
 import { H2, h2Settings, hboneDialer, openStream, WorkloadCredentials } from '@ugate/proto-hbone';
 import { opens } from './measure.js';
 import { tcpConnect } from './socks5.js';
+import { benchClientTls } from './tls.js';
 
 const { values: a } = parseArgs({
   options: {
@@ -72,17 +71,7 @@ const up: Upstream | undefined = a.connect
 let bare: Promise<ClientHttp2Session> | undefined;
 function bareSession(): Promise<ClientHttp2Session> {
   bare ??= new Promise((resolve, reject) => {
-    const file = (n: string) => readFileSync(join(a.certs!, n));
-    const s = h2connect(`https://${a.connect}`, {
-      key: file('tls.key'),
-      cert: file('tls.crt'),
-      ca: file('ca.crt'),
-      minVersion: 'TLSv1.3',
-      ALPNProtocols: ['h2'],
-      servername: '',
-      checkServerIdentity: () => undefined,
-      settings: h2Settings(false),
-    });
+    const s = h2connect(`https://${a.connect}`, { ...benchClientTls(a.certs!), settings: h2Settings(false) });
     s.once('error', reject);
     s.once('connect', () => {
       s.setLocalWindowSize(H2.connectionWindow);

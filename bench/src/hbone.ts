@@ -32,6 +32,7 @@ import { median, type Opener, opens, upload } from './measure.js';
 import { type Child, cpuSeconds, firstLine, freePort, guardRun, startChild, stopChild, systemBusySeconds, waitPort } from './procs.js';
 import { type HotSpot, hotSpots } from './prof.js';
 import { socksConnect, tcpConnect } from './socks5.js';
+import { benchClientTls } from './tls.js';
 import { cleanEnv } from './ugate.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -527,19 +528,8 @@ async function measureOpens(key: string, label: string, path: string, run: Opens
 // ---- setup -----------------------------------------------------------------------------------
 /** The cipher suite a TLS 1.3 handshake with the client's credentials settles on (node's default offer, as the dialer's). */
 function negotiatedCipher(port: number, certDir: string): Promise<string> {
-  const file = (f: string) => readFileSync(join(certDir, f));
   return new Promise((resolveCipher) => {
-    const s = tlsConnect({
-      host: LOCAL,
-      port,
-      key: file('tls.key'),
-      cert: file('tls.crt'),
-      ca: file('ca.crt'),
-      minVersion: 'TLSv1.3',
-      ALPNProtocols: ['h2'],
-      servername: '',
-      checkServerIdentity: () => undefined,
-    });
+    const s = tlsConnect({ host: LOCAL, port, ...benchClientTls(certDir) });
     s.once('secureConnect', () => {
       resolveCipher(s.getCipher().standardName);
       s.destroy();
