@@ -501,6 +501,10 @@ async function measureOpens(key: string, label: string, path: string, run: Opens
   results.opens.push(r);
   try {
     const cpu: Record<string, number> = {};
+    // One unmeasured run first, as the throughput rows have their warm-up: the servers'
+    // stream-open paths run JIT-compiled from then on, as in a long-running node.
+    const w = await run();
+    log(`  warm-up: ${Math.round(w.perSecond)}/s`);
     for (let i = 0; i < runs; i++) {
       await waitQuiet(quick ? 1000 : 3000);
       const c0 = procs.map((p) => p.cpu());
