@@ -21,17 +21,22 @@ export interface RelayStats {
 
 const noop = () => {};
 
+/** Something the idle sweep checks. */
+interface IdleCheck {
+  idleCheck(now: number): void;
+}
+
 /**
  * Idle checks share one timer per check period: a timer per stream costs more than a short
  * stream itself (measured: ~35 µs of a ~500 µs HBONE open). A sweep whose set is empty stops
  * at its next tick, so streams that come and go one after another do not restart it.
  */
-const sweeps = new Map<number, Set<(now: number) => void>>();
+const sweeps = new Map<number, Set<IdleCheck>>();
 
-function watchIdle(periodMs: number, check: (now: number) => void): () => void {
+function watchIdle(periodMs: number, check: IdleCheck): Set<IdleCheck> {
   let checks = sweeps.get(periodMs);
   if (!checks) {
-    const set = new Set<(now: number) => void>();
+    const set = new Set<IdleCheck>();
     checks = set;
     sweeps.set(periodMs, set);
     const timer = setInterval(() => {
@@ -41,13 +46,12 @@ function watchIdle(periodMs: number, check: (now: number) => void): () => void {
         return;
       }
       const now = Date.now();
-      for (const c of set) c(now);
+      for (const c of set) c.idleCheck(now);
     }, periodMs);
     timer.unref();
   }
   checks.add(check);
-  const set = checks;
-  return () => set.delete(check);
+  return checks;
 }
 
 /**
@@ -63,6 +67,160 @@ export function abortStream(s: Duplex, err?: Error): void {
 }
 
 /**
+ * The relay's state hangs off each stream under this key, and its listeners are the shared
+ * functions below (`this` is the stream): no closures per stream. When the relay finishes it
+ * clears the key, which cuts every path from one side to the other: node keeps a closed
+ * socket's JS objects until a full GC (its handle wrapper survives scavenges), and anything they
+ * reach would be kept with them. The listeners stay, doing nothing (the 'error' one still
+ * catches late errors).
+ */
+const kSide = Symbol('ugate.relay');
+type Relayed = Duplex & { [kSide]?: Side };
+
+interface Side {
+  /** The direction this stream is the source of. */
+  readonly out: Direction;
+  /** The direction this stream is the destination of. */
+  readonly in: Direction;
+}
+
+/** One direction: `src`'s bytes into `dst`. */
+class Direction {
+  /** We ended `dst`'s writable because `src` ended. */
+  ended = false;
+  /** `dst` finished after we ended it. */
+  done = false;
+  corked = false;
+  /**
+   * Chunks that arrive in one event-loop turn leave in one writev: an HTTP/2 stream hands over
+   * each DATA frame in pieces cut at TLS record boundaries (16375 + 9 bytes, ...). Backpressure
+   * is judged once the batch is out: a corked write() reports false early.
+   */
+  readonly batch: boolean;
+  constructor(
+    readonly run: Run,
+    readonly src: Relayed,
+    readonly dst: Relayed,
+    readonly aToB: boolean,
+  ) {
+    this.batch = dst instanceof Socket;
+  }
+}
+
+class Run implements IdleCheck {
+  finished = false;
+  lastActivity: number;
+  readonly ab: Direction;
+  readonly ba: Direction;
+  #idleSet: Set<IdleCheck> | undefined;
+
+  constructor(
+    readonly a: Relayed,
+    readonly b: Relayed,
+    readonly stats: RelayStats,
+    readonly started: number,
+    readonly idleMs: number,
+    readonly resolve: (s: RelayStats) => void,
+  ) {
+    this.lastActivity = started;
+    this.ab = new Direction(this, a, b, true);
+    this.ba = new Direction(this, b, a, false);
+    a[kSide] = { out: this.ab, in: this.ba };
+    b[kSide] = { out: this.ba, in: this.ab };
+  }
+
+  watch(periodMs: number): void {
+    this.#idleSet = watchIdle(periodMs, this);
+  }
+
+  idleCheck(now: number): void {
+    if (now - this.lastActivity >= this.idleMs) this.finish(new UgateError(ErrorCodes.IDLE_TIMEOUT, `idle for ${this.idleMs} ms`));
+  }
+
+  finish(error?: UgateError): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.#idleSet?.delete(this);
+    const { a, b, stats } = this;
+    a[kSide] = undefined;
+    b[kSide] = undefined;
+    if (error) {
+      stats.error = error;
+      abortStream(a, error);
+      abortStream(b, error);
+    } else {
+      a.destroy();
+      b.destroy();
+    }
+    stats.durationMs = Date.now() - this.started;
+    this.resolve(stats);
+  }
+}
+
+function onData(this: Relayed, chunk: Buffer): void {
+  const d = this[kSide]?.out;
+  if (!d) return;
+  const run = d.run;
+  if (d.aToB) run.stats.bytesAtoB += chunk.length;
+  else run.stats.bytesBtoA += chunk.length;
+  run.lastActivity = Date.now();
+  const dst = d.dst;
+  if (!d.batch) {
+    if (!dst.write(chunk)) this.pause();
+    return;
+  }
+  if (!d.corked) {
+    d.corked = true;
+    dst.cork();
+    setImmediate(uncork, d);
+  }
+  dst.write(chunk);
+}
+
+function uncork(d: Direction): void {
+  d.corked = false;
+  d.dst.uncork();
+  if (d.dst.writableNeedDrain) d.src.pause();
+}
+
+function onDrain(this: Relayed): void {
+  this[kSide]?.in.src.resume();
+}
+
+function endOf(d: Direction): void {
+  d.ended = true;
+  d.dst.end();
+}
+
+function onEnd(this: Relayed): void {
+  const d = this[kSide]?.out;
+  if (d) endOf(d);
+}
+
+function onFinish(this: Relayed): void {
+  const d = this[kSide]?.in;
+  if (!d) return;
+  // Some streams (ssh2 channels) end their own writable when the peer closes.
+  if (!d.ended) return d.run.finish(new UgateError(ErrorCodes.ABORTED, 'peer closed before the stream ended'));
+  d.done = true;
+  if (d.run.ab.done && d.run.ba.done) d.run.finish();
+}
+
+function onError(this: Relayed, err: Error): void {
+  this[kSide]?.out.run.finish(toUgateError(err, ErrorCodes.ABORTED));
+}
+
+/**
+ * A side that closes after its data ended and after we ended its writable is done; closing
+ * earlier is an abort. (ssh2 channels never set `destroyed`, so look at the event.)
+ */
+function onClose(this: Relayed): void {
+  const side = this[kSide];
+  if (side && (!this.readableEnded || !side.in.ended))
+    side.out.run.finish(new UgateError(ErrorCodes.ABORTED, 'peer closed before the stream ended'));
+}
+
+/**
  * Move bytes both ways between two duplexes until both directions ended.
  * Half-close travels: when one side ends its writes, the other side's
  * writable is ended and the reverse direction keeps flowing. Backpressure is
@@ -72,121 +230,27 @@ export function abortStream(s: Duplex, err?: Error): void {
 export function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Promise<RelayStats> {
   const started = Date.now();
   const stats: RelayStats = opts.stats ?? { bytesAtoB: 0, bytesBtoA: 0, durationMs: 0 };
-  let lastActivity = started;
-  let doneAtoB = false;
-  let doneBtoA = false;
-  let finished = false;
-  let unwatch: (() => void) | undefined;
-
+  const idle = opts.idleTimeoutMs ?? 0;
   return new Promise<RelayStats>((resolve) => {
-    // Every listener the relay adds, removed when it finishes: node keeps a closed socket's
-    // JS objects until a full GC (its handle wrapper survives scavenges), and our closures
-    // would keep the other side, the stats and the request with it (measured: most of the
-    // heap promoted per HBONE open). A noop 'error' listener stays for late errors.
-    // biome-ignore lint/suspicious/noExplicitAny: the listeners of several events, as EventEmitter types them
-    type Listener = (...args: any[]) => void;
-    const added: [Duplex, string, Listener][] = [];
-    const on = (s: Duplex, event: string, fn: Listener) => {
-      s.on(event, fn);
-      added.push([s, event, fn]);
-    };
-    const finish = (error?: UgateError) => {
-      if (finished) return;
-      finished = true;
-      unwatch?.();
-      for (const [s, event, fn] of added) s.off(event, fn);
-      added.length = 0;
-      a.on('error', noop);
-      b.on('error', noop);
-      if (error) {
-        stats.error = error;
-        abortStream(a, error);
-        abortStream(b, error);
-      } else {
-        a.destroy();
-        b.destroy();
-      }
-      stats.durationMs = Date.now() - started;
-      resolve(stats);
-    };
-
-    // `ended` = we ended that stream's writable because its source ended.
-    const ended = new Set<Duplex>();
-    const pump = (src: Duplex, dst: Duplex, count: (n: number) => void, onDone: () => void) => {
-      // Chunks that arrive in one event-loop turn leave in one writev: an HTTP/2 stream hands
-      // over each DATA frame in pieces cut at TLS record boundaries (16375 + 9 bytes, ...).
-      // Backpressure is judged once the batch is out: a corked write() reports false early.
-      const batch = dst instanceof Socket;
-      let corked = false;
-      const uncork = () => {
-        corked = false;
-        dst.uncork();
-        if (dst.writableNeedDrain) src.pause();
-      };
-      on(src, 'data', (chunk: Buffer) => {
-        count(chunk.length);
-        lastActivity = Date.now();
-        if (!batch) {
-          if (!dst.write(chunk)) src.pause();
-          return;
-        }
-        if (!corked) {
-          corked = true;
-          dst.cork();
-          setImmediate(uncork);
-        }
-        dst.write(chunk);
-      });
-      on(dst, 'drain', () => src.resume());
-      const onEnd = () => {
-        ended.add(dst);
-        dst.end();
-      };
-      // A source may have ended (half-closed) while the stream was being opened.
-      if (src.readableEnded) onEnd();
-      else on(src, 'end', onEnd);
-      on(dst, 'finish', () => {
-        // Some streams (ssh2 channels) end their own writable when the peer closes.
-        if (!ended.has(dst)) return finish(new UgateError(ErrorCodes.ABORTED, 'peer closed before the stream ended'));
-        onDone();
-        if (doneAtoB && doneBtoA) finish();
-      });
-    };
-
-    const onError = (err: Error) => finish(toUgateError(err, ErrorCodes.ABORTED));
-    // A side that closes after its data ended and after we ended its writable is done;
-    // closing earlier is an abort. (ssh2 channels never set `destroyed`, so look at the event.)
-    const onClose = (s: Duplex) => () => {
-      if (!s.readableEnded || !ended.has(s)) finish(new UgateError(ErrorCodes.ABORTED, 'peer closed before the stream ended'));
-    };
+    const run = new Run(a, b, stats, started, idle, resolve);
     for (const s of [a, b]) {
-      on(s, 'error', onError);
-      on(s, 'close', onClose(s));
+      s.on('error', onError);
+      s.on('close', onClose);
     }
-    pump(
-      a,
-      b,
-      (n) => (stats.bytesAtoB += n),
-      () => (doneAtoB = true),
-    );
-    pump(
-      b,
-      a,
-      (n) => (stats.bytesBtoA += n),
-      () => (doneBtoA = true),
-    );
+    for (const d of [run.ab, run.ba]) {
+      d.src.on('data', onData);
+      d.dst.on('drain', onDrain);
+      // A source may have ended (half-closed) while the stream was being opened.
+      if (d.src.readableEnded) endOf(d);
+      else d.src.on('end', onEnd);
+      d.dst.on('finish', onFinish);
+    }
     // A listener may have paused a side while it dialed; a 'data' listener alone does not restart it.
     a.resume();
     b.resume();
-
-    const idle = opts.idleTimeoutMs ?? 0;
-    if (idle > 0 && !finished) {
-      // Fires between `idle` and `idle` + one check period after the last byte.
-      unwatch = watchIdle(Math.max(50, Math.min(Math.floor(idle / 4), 5000)), (now) => {
-        if (now - lastActivity >= idle) finish(new UgateError(ErrorCodes.IDLE_TIMEOUT, `idle for ${idle} ms`));
-      });
-    }
+    // Fires between `idle` and `idle` + one check period after the last byte.
+    if (idle > 0 && !run.finished) run.watch(Math.max(50, Math.min(Math.floor(idle / 4), 5000)));
     // A side may already be gone when we are called.
-    if (a.destroyed || b.destroyed) finish(new UgateError(ErrorCodes.ABORTED, 'stream already closed'));
+    if (a.destroyed || b.destroyed) run.finish(new UgateError(ErrorCodes.ABORTED, 'stream already closed'));
   });
 }
