@@ -115,6 +115,7 @@ export class Policy {
 
   /** Throws POLICY_DENIED with the reason. */
   authorize(req: StreamRequest): void {
+    if (this.#rules.length === 0) return;
     const rules = req.peer.kind === 'local' ? this.#rules.filter((r) => !r.inboundOnly) : this.#rules;
     const matching = rules.filter((r) => matches(r, req));
     const deny = matching.find((r) => r.action === 'deny');

@@ -145,7 +145,8 @@ export class Switch {
       this.policy.authorize(req);
       const candidates = await this.resolver.resolve(req.target, req.signal);
       let stream: Duplex | undefined;
-      for (const [i, up] of candidates.entries()) {
+      for (let i = 0; i < candidates.length; i++) {
+        const up = candidates[i]!;
         upstream = up;
         const dialer = this.#dialers.get(up.carrier);
         try {

@@ -195,6 +195,8 @@ export class Discovery implements Resolver {
   }
 
   report(up: Upstream, ok: boolean): void {
+    // The usual report, a success with nothing marked down: no key to build.
+    if (ok && this.#health.size === 0) return;
     const key = healthKey(up);
     if (ok) {
       this.#health.delete(key);
