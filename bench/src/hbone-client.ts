@@ -15,7 +15,7 @@
  *     node hbone-client.js … --gen-bytes 1073741824
  *   --raw:  the same over plain TCP to the authority (reference: what the pipe and the loop cost alone)
  *   --bare: the node:http2 floor: one `http2.connect()` session and `openStream` (the request helper
- *           the dialer uses) per stream, without the dialer's pool, timers or identity check
+ *           the dialer uses) per stream, without the dialer's pool and identity check
  */
 import { type ClientHttp2Session, connect as h2connect } from 'node:http2';
 import type { Socket } from 'node:net';

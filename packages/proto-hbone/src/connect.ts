@@ -61,8 +61,8 @@ export function connectHandler(c: { switch: Switch; logger: Logger; protocol: st
         const v = headers[h];
         if (typeof v === 'string') labels[h] = v;
       }
-      const ac = new Cancel();
-      onClose = () => ac.abort();
+      const cancel = new Cancel();
+      onClose = () => cancel.abort();
       stream.once('close', onClose);
       req = {
         sid: newSid(),
@@ -71,7 +71,7 @@ export function connectHandler(c: { switch: Switch; logger: Logger; protocol: st
         source: src,
         peer: c.peerOf(stream),
         labels,
-        signal: ac,
+        signal: cancel,
       };
     } catch (e) {
       const err = toUgateError(e, ErrorCodes.BAD_REQUEST);

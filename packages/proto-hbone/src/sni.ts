@@ -67,16 +67,16 @@ export function sniGateway(init: SniGatewayInit = {}) {
       let req: StreamRequest;
       try {
         const t = sniTarget(sni);
-        const ac = new Cancel();
+        const cancel = new Cancel();
         req = {
           sid: newSid(),
           target: makeTarget(t.host, t.port),
           protocol: 'sni',
           source: { address: sock.remoteAddress ?? '', port: sock.remotePort ?? 0 },
           peer: { kind: 'anonymous', principals: [] },
-          signal: ac,
+          signal: cancel,
         };
-        const park = new Park(sock, hello, () => ac.abort());
+        const park = new Park(sock, hello, () => cancel.abort());
         c.switch.open(req).then(
           (opened) => {
             park.release();

@@ -191,9 +191,9 @@ class HttpProxyListener implements Listener {
         closeGracefully(socket, buildErrorResponse(400, err.code));
         return;
       }
-      const ac = new Cancel();
-      const park = new Park(socket, head, () => ac.abort());
-      const sreq: StreamRequest = { sid: newSid(), target, protocol: CONNECT, source, peer, signal: ac };
+      const cancel = new Cancel();
+      const park = new Park(socket, head, () => cancel.abort());
+      const sreq: StreamRequest = { sid: newSid(), target, protocol: CONNECT, source, peer, signal: cancel };
       const sw = this.#ctx.sw;
       sw.open(sreq).then(
         (opened) => {
@@ -236,10 +236,10 @@ class HttpProxyListener implements Listener {
         this.#ctx.log.warn({ code: err.code, src: srcText(source), proto: FORWARD }, err.message);
         return respondError(res, 400, err.code);
       }
-      const ac = new Cancel();
-      const gone = () => ac.abort();
+      const cancel = new Cancel();
+      const gone = () => cancel.abort();
       res.once('close', gone);
-      const sreq: StreamRequest = { sid: newSid(), target, protocol: FORWARD, source, peer, signal: ac };
+      const sreq: StreamRequest = { sid: newSid(), target, protocol: FORWARD, source, peer, signal: cancel };
       let opened: Opened;
       try {
         opened = await this.#ctx.sw.open(sreq);

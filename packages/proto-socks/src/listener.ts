@@ -283,10 +283,10 @@ function openStream(
   user: string | undefined,
   rest: Buffer,
 ): void {
-  const ac = new Cancel();
-  const park = new Park(socket, rest, () => ac.abort());
+  const cancel = new Cancel();
+  const park = new Park(socket, rest, () => cancel.abort());
   const peer: PeerIdentity = user === undefined ? { kind: 'local', principals: [] } : { kind: 'password', principals: [user] };
-  const req: StreamRequest = { sid: newSid(), target, protocol: PROTO, source, peer, signal: ac };
+  const req: StreamRequest = { sid: newSid(), target, protocol: PROTO, source, peer, signal: cancel };
   ctx.sw.open(req).then(
     (opened) => {
       try {
