@@ -220,6 +220,20 @@ function onClose(this: Relayed): void {
     side.out.run.finish(new UgateError(ErrorCodes.ABORTED, 'peer closed before the stream ended'));
 }
 
+function attach(s: Relayed): void {
+  s.on('error', onError);
+  s.on('close', onClose);
+}
+
+function flow(d: Direction): void {
+  d.src.on('data', onData);
+  d.dst.on('drain', onDrain);
+  // A source may have ended (half-closed) while the stream was being opened.
+  if (d.src.readableEnded) endOf(d);
+  else d.src.on('end', onEnd);
+  d.dst.on('finish', onFinish);
+}
+
 /**
  * Move bytes both ways between two duplexes until both directions ended.
  * Half-close travels: when one side ends its writes, the other side's
@@ -233,18 +247,10 @@ export function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Promise<Re
   const idle = opts.idleTimeoutMs ?? 0;
   return new Promise<RelayStats>((resolve) => {
     const run = new Run(a, b, stats, started, idle, resolve);
-    for (const s of [a, b]) {
-      s.on('error', onError);
-      s.on('close', onClose);
-    }
-    for (const d of [run.ab, run.ba]) {
-      d.src.on('data', onData);
-      d.dst.on('drain', onDrain);
-      // A source may have ended (half-closed) while the stream was being opened.
-      if (d.src.readableEnded) endOf(d);
-      else d.src.on('end', onEnd);
-      d.dst.on('finish', onFinish);
-    }
+    attach(a);
+    attach(b);
+    flow(run.ab);
+    flow(run.ba);
     // A listener may have paused a side while it dialed; a 'data' listener alone does not restart it.
     a.resume();
     b.resume();

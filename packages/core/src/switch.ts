@@ -61,7 +61,7 @@ export interface SwitchCounters {
 
 /** A resolver that asks only the routing table. */
 export function routerResolver(router: Router): Resolver {
-  return { resolve: async (target) => [router.resolve(target)] };
+  return { resolve: async (target) => [router.resolve(target)], resolveNow: (target) => [router.resolve(target)] };
 }
 
 let seq = 0;
@@ -143,7 +143,7 @@ export class Switch {
     let upstream: Upstream | undefined;
     try {
       this.policy.authorize(req);
-      const candidates = await this.resolver.resolve(req.target, req.signal);
+      const candidates = this.resolver.resolveNow?.(req.target) ?? (await this.resolver.resolve(req.target, req.signal));
       let stream: Duplex | undefined;
       for (let i = 0; i < candidates.length; i++) {
         const up = candidates[i]!;
@@ -316,6 +316,8 @@ export class Switch {
       this.counters.failed++;
       this.counters.byCode[result] = (this.counters.byCode[result] ?? 0) + 1;
     }
+    // The usual line, an ok stream at info: not built when info lines are dropped.
+    if (!s.error && this.#log.isLevelEnabled?.('info') === false) return;
     const line = {
       sid: req.sid,
       proto: req.protocol,

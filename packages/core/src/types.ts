@@ -55,6 +55,11 @@ export interface Upstream {
 export interface Resolver {
   /** Throws NO_ROUTE (or the `reject` route's error). */
   resolve(target: Target, signal?: AbortLike): Promise<Upstream[]>;
+  /**
+   * The answer when it needs no waiting (e.g. the static table has it), else undefined; throws
+   * as `resolve` does. Lets the switch skip a turn of the event loop on the usual stream.
+   */
+  resolveNow?(target: Target): Upstream[] | undefined;
   /** Dial outcome, for health: a failed endpoint is skipped for a back-off period. */
   report?(upstream: Upstream, ok: boolean): void;
 }
@@ -88,6 +93,8 @@ export interface Logger {
   info: LogFn;
   debug: LogFn;
   child(bindings: Record<string, unknown>): Logger;
+  /** False when lines of `level` are dropped (pino has it); lets callers skip building them. */
+  isLevelEnabled?(level: 'error' | 'warn' | 'info' | 'debug'): boolean;
 }
 
 const noop: LogFn = () => {};

@@ -1,3 +1,5 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { connect, type Socket } from 'node:net';
 import {
   direct,
@@ -80,6 +82,15 @@ function connectRaw(port: number): Promise<Socket> {
   });
 }
 
+const HANGING_LISTENER = `
+import socket, time
+s = socket.socket()
+s.bind(('127.0.0.1', 0))
+s.listen(0)
+print(s.getsockname()[1], flush=True)
+time.sleep(60)
+`;
+
 async function closedPort(): Promise<number> {
   const s = await startServer();
   await s.close();
@@ -117,6 +128,40 @@ describe('Switch.open', () => {
     const { sw } = makeSwitch();
     expect(await openCode(sw, request('127.0.0.1', await closedPort()))).toBe(ErrorCodes.REFUSED);
     expect(sw.counters.failed).toBe(1);
+  });
+
+  it('a connect nobody answers times out (TIMEOUT), other dials unaffected', async () => {
+    // A listener that never accepts: once its queue is full, the kernel drops further SYNs.
+    const py = spawn('python3', ['-c', HANGING_LISTENER], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      const port = Number((await once(py.stdout!, 'data'))[0].toString());
+      for (let i = 0; i < 4; i++) {
+        const f = connect({ host: '127.0.0.1', port });
+        f.on('error', () => {});
+        sockets.push(f);
+      }
+      await new Promise((r) => setTimeout(r, 200));
+      const echo = await echoServer();
+      servers.push(echo);
+      const { logger } = capture();
+      const sw = new Switch({
+        router: new Router({ routes: [{ match: '*', carrier: 'direct' }] }),
+        policy: new Policy([]),
+        dialers: [direct({ connectTimeoutMs: 300 })],
+        logger,
+        idleTimeoutMs: 0,
+      });
+      const t0 = Date.now();
+      const hung = openCode(sw, request('127.0.0.1', port));
+      // Meanwhile a dial that connects is answered at once.
+      expect(await openCode(sw, request('127.0.0.1', echo.port))).toBe('opened');
+      expect(await hung).toBe(ErrorCodes.TIMEOUT);
+      const took = Date.now() - t0;
+      expect(took).toBeGreaterThanOrEqual(300);
+      expect(took).toBeLessThan(3000);
+    } finally {
+      py.kill();
+    }
   });
 
   it('dials the route address instead of the target', async () => {

@@ -178,15 +178,19 @@ export class Discovery implements Resolver {
   }
 
   async resolve(target: Target, signal?: AbortLike): Promise<Upstream[]> {
-    // The table alone answers (no sources to ask, or a service/registration/named route): no steps to record.
-    const m = this.#router.match(target);
-    if (m && (m.kind !== 'default' || (this.#sources.length === 0 && !this.#fallback?.(target)))) {
-      if (m.reject) throw m.reject;
-      return [m.upstream!];
-    }
+    const now = this.resolveNow(target);
+    if (now) return now;
     const x = await this.#explain(target, signal, false);
     if (x.error) throw new UgateError(x.error.code as typeof ErrorCodes.NO_ROUTE, x.error.message);
     return [...x.upstreams];
+  }
+
+  /** The table alone answers (no sources to ask, or a service/registration/named route): no steps to record. */
+  resolveNow(target: Target): Upstream[] | undefined {
+    const m = this.#router.match(target);
+    if (!m || (m.kind === 'default' && (this.#sources.length > 0 || this.#fallback?.(target)))) return undefined;
+    if (m.reject) throw m.reject;
+    return [m.upstream!];
   }
 
   /** Resolve and say why: every source asked, what it said, and the order the endpoints would be tried in. */

@@ -1,5 +1,5 @@
 import { AsyncResource } from 'node:async_hooks';
-import type { ClientHttp2Session, ClientHttp2Stream, IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
+import type { ClientHttp2Session, ClientHttp2Stream, Http2Session, IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import {
   Cancel,
   codeFromText,
@@ -39,38 +39,67 @@ export function replyError(stream: ServerHttp2Stream, status: number, err?: Ugat
 /** Headers ztunnel sends that ugate keeps as stream labels. */
 const KEPT_HEADERS = ['baggage', 'forwarded', 'traceparent', 'x-forwarded-network'] as const;
 
+function keptLabels(headers: IncomingHttpHeaders): Record<string, string> | undefined {
+  let labels: Record<string, string> | undefined;
+  for (const h of KEPT_HEADERS) {
+    const v = headers[h];
+    if (typeof v !== 'string') continue;
+    labels ??= {};
+    labels[h] = v;
+  }
+  return labels;
+}
+
+const noop = () => {};
+
+/** The dial's Cancel while a stream waits for it: the stream closing (the client went away) aborts the dial. */
+const kCancel = Symbol('ugate.hbone.cancel');
+type Waiting = ServerHttp2Stream & { [kCancel]?: Cancel };
+
+function cancelOnClose(this: Waiting): void {
+  this[kCancel]?.abort();
+}
+
+/** The address a session's streams come from, read once per session (node's session socket is a Proxy). */
+const sources = new WeakMap<Http2Session, { address: string; port: number }>();
+const NO_SOURCE = Object.freeze({ address: '', port: 0 });
+
+function sourceOf(stream: ServerHttp2Stream): { address: string; port: number } {
+  const session = stream.session;
+  if (!session) return NO_SOURCE;
+  let src = sources.get(session);
+  if (!src) {
+    const sock = session.socket;
+    src = Object.freeze({ address: sock?.remoteAddress ?? '', port: sock?.remotePort ?? 0 });
+    sources.set(session, src);
+  }
+  return src;
+}
+
 /**
  * Serves HBONE CONNECT streams of any HTTP/2 server session — the listener's,
  * or a reversed one (H2R) — into the switch: 400 / 401 / 503 / 200 + relay.
  */
 export function connectHandler(c: { switch: Switch; logger: Logger; protocol: string; peerOf: (s: ServerHttp2Stream) => PeerIdentity }) {
-  return (stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void => {
-    stream.on('error', () => {});
-    const sock = stream.session?.socket;
-    const src = { address: sock?.remoteAddress ?? '', port: sock?.remotePort ?? 0 };
+  return (stream: Waiting, headers: IncomingHttpHeaders): void => {
+    if (stream.listenerCount('error') === 0) stream.on('error', noop);
+    const src = sourceOf(stream);
     let req: StreamRequest;
-    // Aborts the dial when the client goes away meanwhile; not needed (nor its DOMException) once open.
-    let onClose: (() => void) | undefined;
     try {
       if (headers[':method'] !== 'CONNECT') throw new Error(`method ${String(headers[':method'])} is not CONNECT`);
       if (headers[':path'] !== undefined || headers[':scheme'] !== undefined) throw new Error('extended CONNECT is not HBONE');
       const authority = headers[':authority'];
       if (typeof authority !== 'string') throw new Error('missing :authority');
-      const labels: Record<string, string> = {};
-      for (const h of KEPT_HEADERS) {
-        const v = headers[h];
-        if (typeof v === 'string') labels[h] = v;
-      }
       const cancel = new Cancel();
-      onClose = () => cancel.abort();
-      stream.once('close', onClose);
+      stream[kCancel] = cancel;
+      stream.on('close', cancelOnClose);
       req = {
         sid: newSid(),
         target: parseTarget(authority),
         protocol: c.protocol,
         source: src,
         peer: c.peerOf(stream),
-        labels,
+        labels: keptLabels(headers),
         signal: cancel,
       };
     } catch (e) {
@@ -80,9 +109,10 @@ export function connectHandler(c: { switch: Switch; logger: Logger; protocol: st
     }
     c.switch.open(req).then(
       (opened) => {
-        if (onClose) stream.off('close', onClose);
+        // Open: the stream's close no longer has a dial to cancel (nor a DOMException to build).
+        stream[kCancel] = undefined;
         if (stream.destroyed) return;
-        stream.respond({ ':status': 200 });
+        stream.respond(OK);
         closeWhenReset(stream);
         void c.switch.serve(req, stream, opened);
       },
@@ -90,6 +120,8 @@ export function connectHandler(c: { switch: Switch; logger: Logger; protocol: st
     );
   };
 }
+
+const OK = Object.freeze({ ':status': 200 });
 
 /**
  * Request options with every priority field filled in, at node's defaults (weight 16, no

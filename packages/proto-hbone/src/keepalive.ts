@@ -66,15 +66,33 @@ let kHandle: symbol | undefined;
  * A stream the peer reset (RST_STREAM) ends its readable side like an EOF, but
  * node then keeps it open while our writes wait for flow-control credit that
  * will never come. Close it, so the relay ends the other side instead of hanging.
- * Also keeps a clean end clean (see `noResetAfterEnd`).
+ * Also keeps a clean end clean (see `cleanDestroy`). Shared listener functions and
+ * one grace sweep: nothing is allocated per stream.
  */
 export function closeWhenReset(stream: Http2Stream): void {
-  stream.once('aborted', () => setImmediate(() => stream.destroy()));
-  noResetAfterEnd(stream);
+  stream.once('aborted', onAborted);
+  (stream as Closing).destroy = cleanDestroy;
+}
+
+function onAborted(this: Http2Stream): void {
+  setImmediate(destroyNow, this);
+}
+
+function destroyNow(stream: Http2Stream): void {
+  stream.destroy();
 }
 
 /** How long a cleanly ended stream may take to close by itself before it is destroyed anyway. */
 const CLEAN_CLOSE_GRACE_MS = 2_000;
+
+/** When a clean destroy() started waiting for the stream to close. */
+const kWaiting = Symbol('ugate.hbone.waiting');
+type Closing = Http2Stream & { [kWaiting]?: number };
+
+/** node's own destroy() (ours is an own property that shadows it). */
+function destroyFor(stream: Http2Stream): (this: Http2Stream, err?: Error) => Http2Stream {
+  return Object.getPrototypeOf(stream).destroy;
+}
 
 /**
  * The relay destroy()s both sides once both directions have ended. For an HTTP/2
@@ -83,18 +101,36 @@ const CLEAN_CLOSE_GRACE_MS = 2_000;
  * pending END_STREAM, which is dropped: under load the peer sees a reset instead
  * of the end of the response (Go's client reports "stream error: NO_ERROR").
  * So a destroy() without an error, after both sides ended, waits for nghttp2 to
- * close the stream (END_STREAM written), bounded by a grace timer.
+ * close the stream (END_STREAM written), bounded by a grace period.
  */
-function noResetAfterEnd(stream: Http2Stream): void {
-  const destroy = stream.destroy;
-  let waiting = false;
-  stream.destroy = function (this: Http2Stream, err?: Error) {
-    if (err || this.closed || this.destroyed || !this.writableFinished || !this.readableEnded) return destroy.call(this, err);
-    if (waiting) return this;
-    waiting = true;
-    const grace = setTimeout(() => destroy.call(this), CLEAN_CLOSE_GRACE_MS);
-    grace.unref();
-    this.once('close', () => clearTimeout(grace));
-    return this;
-  };
+function cleanDestroy(this: Closing, err?: Error): Http2Stream {
+  if (err || this.closed || this.destroyed || !this.writableFinished || !this.readableEnded) return destroyFor(this).call(this, err);
+  if (this[kWaiting] !== undefined) return this;
+  this[kWaiting] = Date.now();
+  waiting.add(this);
+  this.once('close', stopWaiting);
+  graceTimer ??= setInterval(sweepWaiting, CLEAN_CLOSE_GRACE_MS / 4).unref();
+  return this;
+}
+
+function stopWaiting(this: Closing): void {
+  waiting.delete(this);
+}
+
+/** Streams a clean destroy() waits for; one sweep destroys those past the grace period. */
+const waiting = new Set<Closing>();
+let graceTimer: NodeJS.Timeout | undefined;
+
+function sweepWaiting(): void {
+  if (waiting.size === 0) {
+    clearInterval(graceTimer);
+    graceTimer = undefined;
+    return;
+  }
+  const now = Date.now();
+  for (const s of waiting) {
+    if (now - (s[kWaiting] ?? now) < CLEAN_CLOSE_GRACE_MS) continue;
+    waiting.delete(s);
+    destroyFor(s).call(s);
+  }
 }

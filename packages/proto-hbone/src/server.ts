@@ -78,6 +78,18 @@ function handshakeFailures(m: Metrics): Counter {
 }
 
 /** How long a session told to go away (GOAWAY) may stay before its socket is closed. */
+const noop = () => {};
+
+/** Per-session budget of streams closed before they were answered ("rapid reset"). */
+interface Resets {
+  readonly session: Http2Session;
+  readonly src: string;
+  early: number;
+  since: number;
+}
+const kResets = Symbol('ugate.hbone.resets');
+type Counted = ServerHttp2Stream & { [kResets]?: Resets };
+
 const GOAWAY_GRACE_MS = 1_000;
 
 /**
@@ -160,22 +172,29 @@ export function hboneServer(init: HboneServerInit) {
       });
       // "Rapid reset": streams the peer cancels before we answer cost a dial each. Beyond a
       // budget per window, end the session (node's own limit stops reading but keeps the socket).
-      let early = 0;
-      let since = Date.now();
-      session.on('stream', (st: ServerHttp2Stream) =>
-        st.once('close', () => {
-          if (st.headersSent || session.destroyed || leaving.has(session)) return;
-          if (Date.now() - since > RESET_WINDOW_MS) {
-            early = 0;
-            since = Date.now();
-          }
-          if (++early > RESET_LIMIT) {
-            log.warn({ code: ErrorCodes.BAD_REQUEST, src, early }, 'hbone peer resets streams before they open; closing the session');
-            goAway(session, h2constants.NGHTTP2_ENHANCE_YOUR_CALM, st.id ?? 0);
-          }
-        }),
-      );
+      const resets: Resets = { session, src, early: 0, since: Date.now() };
+      session.on('stream', (st: Counted) => {
+        st[kResets] = resets;
+        st.on('close', countEarlyClose);
+      });
     });
+
+    /** A stream closed before it was answered counts against its session's budget. */
+    function countEarlyClose(this: Counted): void {
+      const r = this[kResets];
+      if (!r || this.headersSent || r.session.destroyed || leaving.has(r.session)) return;
+      if (Date.now() - r.since > RESET_WINDOW_MS) {
+        r.early = 0;
+        r.since = Date.now();
+      }
+      if (++r.early > RESET_LIMIT) {
+        log.warn(
+          { code: ErrorCodes.BAD_REQUEST, src: r.src, early: r.early },
+          'hbone peer resets streams before they open; closing the session',
+        );
+        goAway(r.session, h2constants.NGHTTP2_ENHANCE_YOUR_CALM, this.id ?? 0);
+      }
+    }
 
     /**
      * Tell the peer why (GOAWAY `code`), then close the connection once that frame is out.
@@ -281,7 +300,7 @@ export function hboneServer(init: HboneServerInit) {
     }
 
     function onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
-      stream.on('error', () => {});
+      stream.on('error', noop);
       bufferWrites(stream);
       if (stream.session && leaving.has(stream.session)) {
         stream.close(h2constants.NGHTTP2_REFUSED_STREAM);
