@@ -1,6 +1,7 @@
 import { connect, type Socket } from 'node:net';
 import type { AbortLike } from './cancel.js';
 import { ErrorCodes, toUgateError, UgateError } from './errors.js';
+import { Sweep } from './sweep.js';
 import { formatTarget, type Target } from './target.js';
 import type { Dialer, StreamRequest, Upstream } from './types.js';
 
@@ -22,35 +23,13 @@ interface Pending {
 const kPending = Symbol('ugate.direct');
 type Connecting = Socket & { [kPending]?: Pending };
 
-/**
- * Connects in progress, checked by one timer (a timer per connect costs more than the rest of
- * a local dial). A connect times out between its timeout and a quarter of it later.
- */
-const connecting = new Set<Connecting>();
-let sweep: NodeJS.Timeout | undefined;
-let sweepMs = 0;
+/** Connects in progress (see `Sweep`). A connect times out between its timeout and a quarter of it later. */
+const connecting = new Sweep<Connecting>(checkDeadline);
 
-function watch(sock: Connecting, timeoutMs: number): void {
-  connecting.add(sock);
-  const period = Math.max(10, Math.floor(timeoutMs / 4));
-  if (sweep && period >= sweepMs) return;
-  clearInterval(sweep);
-  sweepMs = period;
-  sweep = setInterval(checkDeadlines, period).unref();
-}
-
-function checkDeadlines(): void {
-  if (connecting.size === 0) {
-    clearInterval(sweep);
-    sweep = undefined;
-    return;
-  }
-  const now = Date.now();
-  for (const s of connecting) {
-    const p = s[kPending];
-    if (p && now >= p.deadline)
-      fail(s, new UgateError(ErrorCodes.TIMEOUT, `connect to ${formatTarget(p.dest)} timed out after ${p.timeoutMs} ms`));
-  }
+function checkDeadline(s: Connecting, now: number): void {
+  const p = s[kPending];
+  if (p && now >= p.deadline)
+    fail(s, new UgateError(ErrorCodes.TIMEOUT, `connect to ${formatTarget(p.dest)} timed out after ${p.timeoutMs} ms`));
 }
 
 function settle(sock: Connecting): Pending | undefined {
@@ -82,6 +61,7 @@ function onConnect(this: Connecting): void {
 /** Plain TCP to the target (or the route's address). */
 export function direct(init: DirectInit = {}): Dialer {
   const timeoutMs = init.connectTimeoutMs ?? 10_000;
+  const sweepMs = Math.max(10, Math.floor(timeoutMs / 4));
   return {
     carrier: 'direct',
     dial(req: StreamRequest, up: Upstream): Promise<Socket> {
@@ -94,7 +74,7 @@ export function direct(init: DirectInit = {}): Dialer {
         sock.on('error', onError);
         sock.on('connect', onConnect);
         if (signal && onAbort) signal.addEventListener('abort', onAbort, { once: true });
-        watch(sock, timeoutMs);
+        connecting.add(sock, sweepMs);
       });
     },
   };

@@ -7,6 +7,7 @@ export * from './pattern.js';
 export * from './policy.js';
 export * from './relay.js';
 export * from './router.js';
+export * from './sweep.js';
 export * from './switch.js';
 export * from './target.js';
 export * from './types.js';

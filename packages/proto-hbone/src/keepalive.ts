@@ -1,4 +1,5 @@
 import type { Http2Session, Http2Stream } from 'node:http2';
+import { Sweep } from '@ugate/core';
 
 /** Why `keepAlive` gave up on a session. */
 export type DeadSession =
@@ -107,9 +108,8 @@ function cleanDestroy(this: Closing, err?: Error): Http2Stream {
   if (err || this.closed || this.destroyed || !this.writableFinished || !this.readableEnded) return destroyFor(this).call(this, err);
   if (this[kWaiting] !== undefined) return this;
   this[kWaiting] = Date.now();
-  waiting.add(this);
+  waiting.add(this, CLEAN_CLOSE_GRACE_MS / 4);
   this.once('close', stopWaiting);
-  graceTimer ??= setInterval(sweepWaiting, CLEAN_CLOSE_GRACE_MS / 4).unref();
   return this;
 }
 
@@ -118,19 +118,10 @@ function stopWaiting(this: Closing): void {
 }
 
 /** Streams a clean destroy() waits for; one sweep destroys those past the grace period. */
-const waiting = new Set<Closing>();
-let graceTimer: NodeJS.Timeout | undefined;
+const waiting = new Sweep<Closing>(destroyPastGrace);
 
-function sweepWaiting(): void {
-  if (waiting.size === 0) {
-    clearInterval(graceTimer);
-    graceTimer = undefined;
-    return;
-  }
-  const now = Date.now();
-  for (const s of waiting) {
-    if (now - (s[kWaiting] ?? now) < CLEAN_CLOSE_GRACE_MS) continue;
-    waiting.delete(s);
-    destroyFor(s).call(s);
-  }
+function destroyPastGrace(s: Closing, now: number): void {
+  if (now - (s[kWaiting] ?? now) < CLEAN_CLOSE_GRACE_MS) return;
+  waiting.delete(s);
+  destroyFor(s).call(s);
 }
