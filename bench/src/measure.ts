@@ -131,22 +131,39 @@ function pingOne(s: Socket, timeoutMs: number): Promise<void> {
   });
 }
 
-/** End our side and wait until the peer has ended too and the socket closed. */
-function closeGracefully(s: Socket, timeoutMs: number): Promise<void> {
+/**
+ * One short stream's exchange, under one deadline (as the Go client's one context per stream):
+ * one byte out, its echo back, then our end, and the peer's clean end with nothing more.
+ */
+function echoAndClose(s: Socket, timeoutMs: number): Promise<void> {
   return new Promise((resolve, reject) => {
-    if (s.destroyed) return resolve();
+    let got = 0;
+    let ended = false;
+    let error: Error | undefined;
     const timer = setTimeout(() => {
+      error ??= new Error(got ? 'close timed out' : 'echo timed out');
       s.destroy();
-      reject(new Error('close timed out'));
     }, timeoutMs);
-    s.on('data', () => {});
-    s.on('error', () => {});
+    s.on('data', (d: Buffer) => {
+      got += d.length;
+      if (got === 1) s.end();
+      else error ??= new Error(`${got} bytes came back for 1`);
+    });
+    s.once('end', () => {
+      ended = true;
+    });
+    s.on('error', (e: Error) => {
+      error ??= e;
+    });
     s.once('close', () => {
       clearTimeout(timer);
-      resolve();
+      if (!error && got === 0) error = new Error('closed before the echo');
+      if (!error && !ended) error = new Error('closed without a clean end');
+      if (error) reject(error);
+      else resolve();
     });
-    s.resume();
-    s.end();
+    s.resume(); // a SOCKS5 client pauses the socket after the reply; a 'data' listener alone does not resume it
+    s.write('x');
   });
 }
 
@@ -160,7 +177,7 @@ export interface OpensResult {
 
 /**
  * `n` short streams, `concurrency` at a time: open, send one byte, read it
- * back, close both ways (end, wait for the peer's end).
+ * back, close both ways (end, wait for the peer's clean end).
  */
 export async function opens(open: Opener, n: number, concurrency: number, timeoutMs: number): Promise<OpensResult> {
   let next = 0;
@@ -172,8 +189,7 @@ export async function opens(open: Opener, n: number, concurrency: number, timeou
       let s: Socket | undefined;
       try {
         s = await open();
-        await pingOne(s, timeoutMs);
-        await closeGracefully(s, timeoutMs);
+        await echoAndClose(s, timeoutMs);
       } catch (e) {
         failed++;
         firstError ??= (e as Error).message;
