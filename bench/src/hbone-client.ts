@@ -7,7 +7,8 @@
  *     node hbone-client.js --connect 127.0.0.1:15008 --authority 127.0.0.1:9000 --certs DIR --expect-identity spiffe://…
  *   opens:  N short streams (open, 1-byte echo, close) `--concurrency` at a time over one HTTP/2
  *           session; prints one JSON line
- *     node hbone-client.js … --opens 5000 --concurrency 32
+ *     node hbone-client.js … --opens 5000 --concurrency 32 [--warmup 5000]
+ *           (--warmup N: N unmeasured streams first, in the same process)
  *   gen:    `--gen-bytes N`: instead of stdin, write N bytes of a fixed 64 KiB buffer as fast as the
  *           stream takes them, half-close, read the sink's count; prints one JSON line
  *           {"count","bytes","seconds"} (seconds from the first write to the count), like
@@ -36,6 +37,7 @@ const { values: a } = parseArgs({
     bare: { type: 'boolean', default: false },
     opens: { type: 'string' },
     concurrency: { type: 'string', default: '32' },
+    warmup: { type: 'string', default: '0' },
     'gen-bytes': { type: 'string' },
   },
 });
@@ -94,8 +96,14 @@ async function open(): Promise<Socket> {
 
 if (a.opens) {
   const n = Number(a.opens);
-  // The session (TLS handshake) is set up before the clock starts, as a long-lived client would have it.
+  // The session (TLS handshake) is set up before the clock starts, as a long-lived client would have
+  // it, and with --warmup the stream-open path has run (JIT-compiled, heap grown) as in a running node.
   const first = await open();
+  const warm = Number(a.warmup);
+  if (warm > 0) {
+    const w = await opens(open, warm, Number(a.concurrency), 10_000);
+    if (w.failed) die(`warm-up: ${w.failed} of ${warm} streams failed: ${w.firstError}`);
+  }
   const c0 = process.cpuUsage();
   const r = await opens(open, n, Number(a.concurrency), 10_000);
   const c = process.cpuUsage(c0);

@@ -14,7 +14,8 @@
  *    a. generating (the headline): the client process makes the payload itself (`--gen-bytes`);
  *    b. piped: the payload is piped from this process into the client's stdin;
  * 2. stream opens/s over one HTTP/2 session (open CONNECT, 1-byte echo, close; 32 at a time), run
- *    inside the client process (`--opens`), for the ugate and the Go client alike.
+ *    inside the client process (`--opens`, after as many unmeasured ones: `--warmup`), for the ugate
+ *    and the Go client alike.
  *
  *   node bench/dist/hbone.js [--quick] [--json] [--size MiB] [--runs N] [--streams N] [--profile]
  */
@@ -493,14 +494,27 @@ function clientOpens(cmd: string[]): Promise<ClientOpens> {
   });
 }
 
-type OpensMover = () => Promise<{ perSecond: number; failed: number; firstError?: string; sessions?: number; clientCpu?: number }>;
+type OpensMover = () => Promise<{
+  perSecond: number;
+  failed: number;
+  firstError?: string;
+  sessions?: number;
+  clientCpu?: number;
+  /** Streams the other processes served during the run (default: the measured ones). */
+  procStreams?: number;
+}>;
 
+/**
+ * `procs` are read around each run. With a client that warms up in its own process (`--warmup`)
+ * they also served its warm-up streams: the mover says how many streams they saw (`procStreams`).
+ */
 async function measureOpens(key: string, label: string, path: string, run: OpensMover, procs: Proc[]): Promise<void> {
   log(`opens/s: ${label}`);
   const r: OpensRun = { key, label, path, perSecond: 0, runsPerSecond: [], streams: nOpens, failed: 0, cpuUsPerStream: {} };
   results.opens.push(r);
   try {
     const cpu: Record<string, number> = {};
+    let procStreams = 0;
     // One unmeasured run first, as the throughput rows have their warm-up: the servers'
     // stream-open paths run JIT-compiled from then on, as in a long-running node.
     const w = await run();
@@ -514,6 +528,7 @@ async function measureOpens(key: string, label: string, path: string, run: Opens
         cpu[p.name] = (cpu[p.name] ?? 0) + c1[j]! - c0[j]!;
       });
       if (o.clientCpu !== undefined) cpu.client = (cpu.client ?? 0) + o.clientCpu;
+      procStreams += o.procStreams ?? nOpens;
       r.runsPerSecond.push(o.perSecond);
       r.failed += o.failed;
       r.firstError ??= o.firstError;
@@ -521,7 +536,7 @@ async function measureOpens(key: string, label: string, path: string, run: Opens
       log(`  ${nOpens} streams: ${Math.round(o.perSecond)}/s${o.failed ? ` (${o.failed} failed: ${o.firstError})` : ''}`);
     }
     r.perSecond = median(r.runsPerSecond);
-    for (const [k, v] of Object.entries(cpu)) r.cpuUsPerStream[k] = Math.round((v * 1e6) / (nOpens * runs));
+    for (const [k, v] of Object.entries(cpu)) r.cpuUsPerStream[k] = Math.round((v * 1e6) / (k === 'client' ? nOpens * runs : procStreams));
   } catch (e) {
     r.error = (e as Error).message;
     log(`  failed: ${r.error}`);
@@ -774,10 +789,14 @@ async function main(): Promise<void> {
       (cmd: string[]): OpensMover =>
       async () => {
         const o = await clientOpens(cmd);
-        return { ...o, clientCpu: o.cpuSeconds, sessions: cmd.includes('--raw') ? undefined : o.sessions };
+        const w = cmd.findIndex((x) => x === '--warmup' || x === '-warmup');
+        const warm = w < 0 ? 0 : Number(cmd[w + 1]);
+        return { ...o, clientCpu: o.cpuSeconds, sessions: cmd.includes('--raw') ? undefined : o.sessions, procStreams: nOpens + warm };
       };
-    const opensArgs = ['--opens', String(nOpens), '--concurrency', String(CONCURRENCY)];
-    const goOpensArgs = ['-opens', String(nOpens), '-concurrency', String(CONCURRENCY)];
+    // Each client process first opens `nOpens` unmeasured streams, so the measured ones run on a warm
+    // stream-open path (JIT-compiled, heap grown), as in a long-running node; the Go client does the same.
+    const opensArgs = ['--opens', String(nOpens), '--concurrency', String(CONCURRENCY), '--warmup', String(nOpens)];
+    const goOpensArgs = ['-opens', String(nOpens), '-concurrency', String(CONCURRENCY), '-warmup', String(nOpens)];
     await measureOpens('raw', 'raw TCP connects', 'node client → echo', viaClient(nodeClient(undefined, echo, opensArgs)), [sinkP]);
     await measureOpens('go', 'Go pair', 'Go client → Go server → echo', viaClient(goClient(goPort, echo, goOpensArgs)), [goP, sinkP]);
     await measureOpens('ugate', 'ugate pair', 'ugate client → ugate server → echo', viaClient(nodeClient(ugate.port, echo, opensArgs)), [
@@ -900,7 +919,14 @@ async function profile(
         const cmd = nodeClient(srv.port, `${LOCAL}:${ports.discard}`);
         await genRun('ugate client (profiled)', [...cprof, ...CLIENT_NODE_FLAGS, ...strip(cmd)], sizeMiB * MiB, 120_000);
       } else {
-        const cmd = nodeClient(srv.port, `${LOCAL}:${ports.echo}`, ['--opens', String(nOpens), '--concurrency', String(CONCURRENCY)]);
+        const cmd = nodeClient(srv.port, `${LOCAL}:${ports.echo}`, [
+          '--opens',
+          String(nOpens),
+          '--concurrency',
+          String(CONCURRENCY),
+          '--warmup',
+          String(nOpens),
+        ]);
         await clientOpens([...cprof, ...CLIENT_NODE_FLAGS, ...strip(cmd)]);
       }
     } finally {
@@ -961,7 +987,9 @@ function report(): string {
     L.push('');
   }
   const op = (k: string) => results.opens.find((x) => x.key === k && !x.error)?.perSecond;
-  L.push(`Stream opens/s: ${nOpens} × (open, 1-byte echo, close), ${CONCURRENCY} at a time, median of ${runs}`);
+  L.push(
+    `Stream opens/s: ${nOpens} × (open, 1-byte echo, close), ${CONCURRENCY} at a time, median of ${runs}; each client process opens ${nOpens} unmeasured streams first`,
+  );
   L.push(`  ${pad('path', 66)} ${lpad('/s', 7)} ${lpad('× Go', 6)} ${lpad('× raw', 6)}   CPU µs/stream`);
   for (const x of results.opens) {
     const head = `  ${pad(`${x.label}: ${x.path}`, 66)}`;

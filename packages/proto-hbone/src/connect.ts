@@ -9,6 +9,7 @@ import {
   type PeerIdentity,
   parseTarget,
   type StreamRequest,
+  Sweep,
   type Switch,
   toUgateError,
   UgateError,
@@ -166,6 +167,83 @@ function codeForStatus(status: number): UgateError['code'] {
   return ErrorCodes.UNREACHABLE;
 }
 
+/** A request waiting for its answer: the stream's listeners are the shared functions below (`this` is the stream). */
+interface Opening {
+  readonly headers: Record<string, string>;
+  readonly what: string;
+  readonly deadline: number;
+  readonly onClose: (() => void) | undefined;
+  readonly resolve: (s: ClientHttp2Stream) => void;
+  readonly reject: (e: UgateError) => void;
+  settled: boolean;
+}
+const kOpening = Symbol('ugate.hbone.opening');
+type OpeningStream = ClientHttp2Stream & { [kOpening]?: Opening };
+
+/** Requests waiting for an answer, with one timer for all (see `Sweep`). */
+const answering = new Sweep<OpeningStream>(checkAnswered);
+
+function checkAnswered(stream: OpeningStream, now: number): void {
+  const o = stream[kOpening];
+  if (!o || now < o.deadline) return;
+  failOpen(stream, new UgateError(ErrorCodes.TIMEOUT, `${labelOf(o)} timed out`));
+  stream.close();
+}
+
+/** Built only for errors: the usual open costs no strings. */
+function labelOf(o: Opening): string {
+  return `hbone ${o.headers[':method']} ${o.what}`;
+}
+
+/** The request is answered or has failed: from now on only its close matters. */
+function settle(stream: OpeningStream, o: Opening): void {
+  o.settled = true;
+  answering.delete(stream);
+  stream.off('response', onAnswer);
+}
+
+function failOpen(stream: OpeningStream, err: UgateError): void {
+  const o = stream[kOpening];
+  if (!o || o.settled) return;
+  settle(stream, o);
+  o.reject(err);
+}
+
+function onAnswer(this: OpeningStream, h: IncomingHttpHeaders): void {
+  const o = this[kOpening];
+  if (!o || o.settled) return;
+  settle(this, o);
+  const status = Number(h[':status']);
+  if (status === 200) {
+    closeWhenReset(this);
+    bufferWrites(this);
+    return o.resolve(this);
+  }
+  this.close();
+  // A ugate peer names the far end's error code; any other peer gets the status mapping.
+  const code = codeFromText(String(h['x-ugate-error'] ?? '')) ?? codeForStatus(status);
+  o.reject(new UgateError(code, `${labelOf(o)}: status ${status}`));
+}
+
+/** Errors before the answer fail the open; later ones belong to whoever reads the stream (and are not thrown). */
+function onOpenError(this: OpeningStream, e: Error): void {
+  const o = this[kOpening];
+  if (o) failOpen(this, new UgateError(ErrorCodes.UNREACHABLE, `${labelOf(o)}: ${e.message}`, { cause: e }));
+}
+
+function onOpenClose(this: OpeningStream): void {
+  const o = this[kOpening];
+  if (!o) return;
+  this[kOpening] = undefined;
+  o.onClose?.();
+  // Settled already (the usual case): no error object (and stack trace) per stream.
+  if (!o.settled) {
+    o.settled = true;
+    answering.delete(this);
+    o.reject(new UgateError(ErrorCodes.UNREACHABLE, `${labelOf(o)}: stream reset (${this.rstCode})`));
+  }
+}
+
 /**
  * Send a request (CONNECT, or POST for POST mode / H2R) on a client session;
  * resolve with the stream once answered 200, else reject with the mapped code.
@@ -178,47 +256,18 @@ export function openStream(
   timeoutMs: number,
   onClose?: () => void,
 ): Promise<ClientHttp2Stream> {
-  // Built only for errors: the usual open costs no strings.
-  const label = () => `hbone ${headers[':method']} ${what}`;
   return new Promise((resolve, reject) => {
-    let stream: ClientHttp2Stream;
+    let stream: OpeningStream;
     try {
       stream = submit(session, headers);
     } catch (e) {
       onClose?.();
-      return reject(new UgateError(ErrorCodes.UNREACHABLE, `${label()}: ${(e as Error).message}`, { cause: e }));
+      return reject(new UgateError(ErrorCodes.UNREACHABLE, `hbone ${headers[':method']} ${what}: ${(e as Error).message}`, { cause: e }));
     }
-    let settled = false;
-    const fail = (err: UgateError) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      reject(err);
-    };
-    const timer = setTimeout(() => {
-      fail(new UgateError(ErrorCodes.TIMEOUT, `${label()} timed out`));
-      stream.close();
-    }, timeoutMs);
-    stream.once('response', (h) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      const status = Number(h[':status']);
-      if (status === 200) {
-        closeWhenReset(stream);
-        bufferWrites(stream);
-        return resolve(stream);
-      }
-      stream.close();
-      // A ugate peer names the far end's error code; any other peer gets the status mapping.
-      const code = codeFromText(String(h['x-ugate-error'] ?? '')) ?? codeForStatus(status);
-      reject(new UgateError(code, `${label()}: status ${status}`));
-    });
-    stream.once('error', (e: Error) => fail(new UgateError(ErrorCodes.UNREACHABLE, `${label()}: ${e.message}`, { cause: e })));
-    stream.once('close', () => {
-      onClose?.();
-      // Settled already (the usual case): no error object (and stack trace) per stream.
-      if (!settled) fail(new UgateError(ErrorCodes.UNREACHABLE, `${label()}: stream reset (${stream.rstCode})`));
-    });
+    stream[kOpening] = { headers, what, deadline: Date.now() + timeoutMs, onClose, resolve, reject, settled: false };
+    stream.on('response', onAnswer);
+    stream.on('error', onOpenError);
+    stream.on('close', onOpenClose);
+    answering.add(stream, Math.max(10, Math.floor(timeoutMs / 4)));
   });
 }

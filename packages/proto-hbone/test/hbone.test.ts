@@ -1,6 +1,6 @@
 import { AsyncResource } from 'node:async_hooks';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { connect as h2connect } from 'node:http2';
+import { createServer as createH2cServer, connect as h2connect, type ServerHttp2Stream } from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
@@ -109,6 +109,38 @@ describe('hbone dialer ↔ hbone server (mTLS)', () => {
     expect(closed).toBe(1);
     expect(AsyncResource.prototype.bind).toBe(bind);
     d.close();
+  });
+
+  it('a request nobody answers times out (TIMEOUT), its stream is closed; a request on the same session still works', async () => {
+    // An h2c server that answers CONNECTs to x:1 and leaves the others waiting.
+    const silent = createH2cServer();
+    const held: ServerHttp2Stream[] = [];
+    silent.on('stream', (st, h) => {
+      st.on('error', () => {});
+      if (h[':authority'] === 'x:1') st.respond({ ':status': 200 });
+      else held.push(st);
+    });
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', () => r()));
+    const session = h2connect(`http://127.0.0.1:${(silent.address() as { port: number }).port}`);
+    session.on('error', () => {});
+    try {
+      let closed = 0;
+      const t0 = Date.now();
+      const waiting = openStream(session, { ':method': 'CONNECT', ':authority': 'never:1' }, 'never:1', 300, () => closed++);
+      const answered = await openStream(session, { ':method': 'CONNECT', ':authority': 'x:1' }, 'x:1', 300);
+      await expect(waiting).rejects.toMatchObject({ code: 'UGATE_ERR_TIMEOUT', message: 'hbone CONNECT never:1 timed out' });
+      const took = Date.now() - t0;
+      expect(took).toBeGreaterThanOrEqual(290);
+      expect(took).toBeLessThan(2_000);
+      await waitFor(() => closed === 1, 2_000, 'the unanswered stream closed');
+      expect(held).toHaveLength(1);
+      // The answered one was not touched by the deadline.
+      expect(answered.destroyed).toBe(false);
+      answered.destroy();
+    } finally {
+      session.destroy();
+      silent.close();
+    }
   });
 
   it('asks the server for the upstream target when discovery names one (the CONNECT authority)', async () => {
