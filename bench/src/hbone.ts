@@ -17,7 +17,7 @@
  *    inside the client process (`--opens`, after as many unmeasured ones: `--warmup`), for the ugate
  *    and the Go client alike.
  *
- *   node bench/dist/hbone.js [--quick] [--json] [--size MiB] [--runs N] [--streams N] [--profile]
+ *   node bench/dist/hbone.js [--quick] [--json] [--size MiB] [--runs N] [--streams N] [--warmup N] [--profile]
  */
 import { spawn } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -61,6 +61,8 @@ const { values: args } = parseArgs({
     runs: { type: 'string', default: '3' },
     /** Short streams per opens run (default 5000, quick 1000). */
     streams: { type: 'string' },
+    /** Unmeasured streams each opens client process runs first (default 5000, quick too: a node process needs that many to be warm). */
+    warmup: { type: 'string', default: '5000' },
     /** Also profile the ugate server and client (`node --cpu-prof`) in extra runs after the measurements. */
     profile: { type: 'boolean', default: false },
     /** Measure one part only: `throughput` or `opens`. */
@@ -70,7 +72,7 @@ const { values: args } = parseArgs({
 });
 if (args.help) {
   process.stdout.write(
-    'node bench/dist/hbone.js [--quick] [--json] [--size MiB] [--runs N] [--streams N] [--profile] [--only throughput|opens]\n',
+    'node bench/dist/hbone.js [--quick] [--json] [--size MiB] [--runs N] [--streams N] [--warmup N] [--profile] [--only throughput|opens]\n',
   );
   process.exit(0);
 }
@@ -79,10 +81,11 @@ const quick = args.quick;
 const sizeMiB = Number(args.size ?? (quick ? 256 : 1024));
 const runs = Number(args.runs);
 const nOpens = Number(args.streams ?? (quick ? 1000 : 5000));
+const nWarm = Number(args.warmup);
 const CONCURRENCY = 32;
 /** A slow path's payload is shrunk so one run takes about this long. */
 const capSeconds = quick ? 6 : 15;
-const deadlineMs = (quick ? 4 : 10) * 60_000 + (args.profile ? 60_000 : 0);
+const deadlineMs = (quick ? 6 : 15) * 60_000 + (args.profile ? 60_000 : 0);
 let quietBudgetMs = quick ? 5_000 : 20_000;
 /** The clock starts once this much has gone into the client's stdin: process start and handshake are excluded. */
 const MARK = 2 * MiB;
@@ -358,7 +361,7 @@ const results: {
   date: new Date().toISOString(),
   machine: { cores: availableParallelism(), cpu: cpus()[0]?.model ?? 'unknown', node: process.version, go: '', platform: process.platform },
   tls: {},
-  settings: { quick, sizeMiB, runs, opens: nOpens, opensConcurrency: CONCURRENCY, markBytes: MARK },
+  settings: { quick, sizeMiB, runs, opens: nOpens, opensWarmup: nWarm, opensConcurrency: CONCURRENCY, markBytes: MARK },
   throughput: [],
   opens: [],
   ratios: {},
@@ -793,10 +796,10 @@ async function main(): Promise<void> {
         const warm = w < 0 ? 0 : Number(cmd[w + 1]);
         return { ...o, clientCpu: o.cpuSeconds, sessions: cmd.includes('--raw') ? undefined : o.sessions, procStreams: nOpens + warm };
       };
-    // Each client process first opens `nOpens` unmeasured streams, so the measured ones run on a warm
+    // Each client process first opens `nWarm` unmeasured streams, so the measured ones run on a warm
     // stream-open path (JIT-compiled, heap grown), as in a long-running node; the Go client does the same.
-    const opensArgs = ['--opens', String(nOpens), '--concurrency', String(CONCURRENCY), '--warmup', String(nOpens)];
-    const goOpensArgs = ['-opens', String(nOpens), '-concurrency', String(CONCURRENCY), '-warmup', String(nOpens)];
+    const opensArgs = ['--opens', String(nOpens), '--concurrency', String(CONCURRENCY), '--warmup', String(nWarm)];
+    const goOpensArgs = ['-opens', String(nOpens), '-concurrency', String(CONCURRENCY), '-warmup', String(nWarm)];
     await measureOpens('raw', 'raw TCP connects', 'node client → echo', viaClient(nodeClient(undefined, echo, opensArgs)), [sinkP]);
     await measureOpens('go', 'Go pair', 'Go client → Go server → echo', viaClient(goClient(goPort, echo, goOpensArgs)), [goP, sinkP]);
     await measureOpens('ugate', 'ugate pair', 'ugate client → ugate server → echo', viaClient(nodeClient(ugate.port, echo, opensArgs)), [
@@ -925,7 +928,7 @@ async function profile(
           '--concurrency',
           String(CONCURRENCY),
           '--warmup',
-          String(nOpens),
+          String(nWarm),
         ]);
         await clientOpens([...cprof, ...CLIENT_NODE_FLAGS, ...strip(cmd)]);
       }
@@ -988,7 +991,7 @@ function report(): string {
   }
   const op = (k: string) => results.opens.find((x) => x.key === k && !x.error)?.perSecond;
   L.push(
-    `Stream opens/s: ${nOpens} × (open, 1-byte echo, close), ${CONCURRENCY} at a time, median of ${runs}; each client process opens ${nOpens} unmeasured streams first`,
+    `Stream opens/s: ${nOpens} × (open, 1-byte echo, close), ${CONCURRENCY} at a time, median of ${runs}; each client process opens ${nWarm} unmeasured streams first`,
   );
   L.push(`  ${pad('path', 66)} ${lpad('/s', 7)} ${lpad('× Go', 6)} ${lpad('× raw', 6)}   CPU µs/stream`);
   for (const x of results.opens) {
