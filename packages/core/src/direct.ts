@@ -1,7 +1,7 @@
 import { connect, type Socket } from 'node:net';
 import type { AbortLike } from './cancel.js';
 import { ErrorCodes, toUgateError, UgateError } from './errors.js';
-import { Sweep } from './sweep.js';
+import { Sweep, type Swept } from './sweep.js';
 import { formatTarget, type Target } from './target.js';
 import type { Dialer, StreamRequest, Upstream } from './types.js';
 
@@ -11,7 +11,8 @@ export interface DirectInit {
 }
 
 /** A connect in progress: the socket's listeners are the shared functions below (`this` is the socket). */
-interface Pending {
+interface Pending extends Swept<Pending> {
+  readonly sock: Connecting;
   readonly dest: Target;
   readonly deadline: number;
   readonly timeoutMs: number;
@@ -24,19 +25,18 @@ const kPending = Symbol('ugate.direct');
 type Connecting = Socket & { [kPending]?: Pending };
 
 /** Connects in progress (see `Sweep`). A connect times out between its timeout and a quarter of it later. */
-const connecting = new Sweep<Connecting>(checkDeadline);
+const connecting = new Sweep<Pending>(checkDeadline);
 
-function checkDeadline(s: Connecting, now: number): void {
-  const p = s[kPending];
-  if (p && now >= p.deadline)
-    fail(s, new UgateError(ErrorCodes.TIMEOUT, `connect to ${formatTarget(p.dest)} timed out after ${p.timeoutMs} ms`));
+function checkDeadline(p: Pending, now: number): void {
+  if (now >= p.deadline)
+    fail(p.sock, new UgateError(ErrorCodes.TIMEOUT, `connect to ${formatTarget(p.dest)} timed out after ${p.timeoutMs} ms`));
 }
 
 function settle(sock: Connecting): Pending | undefined {
   const p = sock[kPending];
   if (!p) return undefined;
   sock[kPending] = undefined;
-  connecting.delete(sock);
+  connecting.delete(p);
   sock.off('error', onError);
   sock.off('connect', onConnect);
   if (p.onAbort) p.signal?.removeEventListener('abort', p.onAbort);
@@ -70,11 +70,24 @@ export function direct(init: DirectInit = {}): Dialer {
         const sock: Connecting = connect({ host: dest.host, port: dest.port, allowHalfOpen: true, noDelay: true });
         const signal = req.signal;
         const onAbort = signal ? () => fail(sock, new UgateError(ErrorCodes.ABORTED, 'requester went away')) : undefined;
-        sock[kPending] = { dest, deadline: Date.now() + timeoutMs, timeoutMs, signal, onAbort, resolve, reject };
+        const p: Pending = {
+          sock,
+          dest,
+          deadline: Date.now() + timeoutMs,
+          timeoutMs,
+          signal,
+          onAbort,
+          resolve,
+          reject,
+          sweepPrev: undefined,
+          sweepNext: undefined,
+          inSweep: false,
+        };
+        sock[kPending] = p;
         sock.on('error', onError);
         sock.on('connect', onConnect);
         if (signal && onAbort) signal.addEventListener('abort', onAbort, { once: true });
-        connecting.add(sock, sweepMs);
+        connecting.add(p, sweepMs);
       });
     },
   };

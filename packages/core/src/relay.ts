@@ -1,7 +1,7 @@
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { ErrorCodes, toUgateError, UgateError } from './errors.js';
-import { Sweep } from './sweep.js';
+import { Sweep, type Swept } from './sweep.js';
 
 export interface RelayOptions {
   /** Abort when no byte moved either way for this long. 0 = never. Default 0. */
@@ -91,9 +91,12 @@ class Direction {
   }
 }
 
-class Run {
+class Run implements Swept<Run> {
   finished = false;
   lastActivity: number;
+  sweepPrev: Run | undefined = undefined;
+  sweepNext: Run | undefined = undefined;
+  inSweep = false;
   readonly ab: Direction;
   readonly ba: Direction;
   #idle: Sweep<Run> | undefined;

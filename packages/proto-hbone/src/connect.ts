@@ -10,6 +10,7 @@ import {
   parseTarget,
   type StreamRequest,
   Sweep,
+  type Swept,
   type Switch,
   toUgateError,
   UgateError,
@@ -168,7 +169,8 @@ function codeForStatus(status: number): UgateError['code'] {
 }
 
 /** A request waiting for its answer: the stream's listeners are the shared functions below (`this` is the stream). */
-interface Opening {
+interface Opening extends Swept<Opening> {
+  readonly stream: OpeningStream;
   readonly headers: Record<string, string>;
   readonly what: string;
   readonly deadline: number;
@@ -181,13 +183,12 @@ const kOpening = Symbol('ugate.hbone.opening');
 type OpeningStream = ClientHttp2Stream & { [kOpening]?: Opening };
 
 /** Requests waiting for an answer, with one timer for all (see `Sweep`). */
-const answering = new Sweep<OpeningStream>(checkAnswered);
+const answering = new Sweep<Opening>(checkAnswered);
 
-function checkAnswered(stream: OpeningStream, now: number): void {
-  const o = stream[kOpening];
-  if (!o || now < o.deadline) return;
-  failOpen(stream, new UgateError(ErrorCodes.TIMEOUT, `${labelOf(o)} timed out`));
-  stream.close();
+function checkAnswered(o: Opening, now: number): void {
+  if (now < o.deadline) return;
+  failOpen(o.stream, new UgateError(ErrorCodes.TIMEOUT, `${labelOf(o)} timed out`));
+  o.stream.close();
 }
 
 /** Built only for errors: the usual open costs no strings. */
@@ -198,7 +199,7 @@ function labelOf(o: Opening): string {
 /** The request is answered or has failed: from now on only its close matters. */
 function settle(stream: OpeningStream, o: Opening): void {
   o.settled = true;
-  answering.delete(stream);
+  answering.delete(o);
   stream.off('response', onAnswer);
 }
 
@@ -239,7 +240,7 @@ function onOpenClose(this: OpeningStream): void {
   // Settled already (the usual case): no error object (and stack trace) per stream.
   if (!o.settled) {
     o.settled = true;
-    answering.delete(this);
+    answering.delete(o);
     o.reject(new UgateError(ErrorCodes.UNREACHABLE, `${labelOf(o)}: stream reset (${this.rstCode})`));
   }
 }
@@ -264,10 +265,23 @@ export function openStream(
       onClose?.();
       return reject(new UgateError(ErrorCodes.UNREACHABLE, `hbone ${headers[':method']} ${what}: ${(e as Error).message}`, { cause: e }));
     }
-    stream[kOpening] = { headers, what, deadline: Date.now() + timeoutMs, onClose, resolve, reject, settled: false };
+    const o: Opening = {
+      stream,
+      headers,
+      what,
+      deadline: Date.now() + timeoutMs,
+      onClose,
+      resolve,
+      reject,
+      settled: false,
+      sweepPrev: undefined,
+      sweepNext: undefined,
+      inSweep: false,
+    };
+    stream[kOpening] = o;
     stream.on('response', onAnswer);
     stream.on('error', onOpenError);
     stream.on('close', onOpenClose);
-    answering.add(stream, Math.max(10, Math.floor(timeoutMs / 4)));
+    answering.add(o, Math.max(10, Math.floor(timeoutMs / 4)));
   });
 }

@@ -1,5 +1,5 @@
 import type { Http2Session, Http2Stream } from 'node:http2';
-import { Sweep } from '@ugate/core';
+import { Sweep, type Swept } from '@ugate/core';
 
 /** Why `keepAlive` gave up on a session. */
 export type DeadSession =
@@ -86,9 +86,13 @@ function destroyNow(stream: Http2Stream): void {
 /** How long a cleanly ended stream may take to close by itself before it is destroyed anyway. */
 const CLEAN_CLOSE_GRACE_MS = 2_000;
 
-/** When a clean destroy() started waiting for the stream to close. */
+/** A clean destroy() waiting for its stream to close. */
+interface Waiter extends Swept<Waiter> {
+  readonly stream: Http2Stream;
+  readonly since: number;
+}
 const kWaiting = Symbol('ugate.hbone.waiting');
-type Closing = Http2Stream & { [kWaiting]?: number };
+type Closing = Http2Stream & { [kWaiting]?: Waiter };
 
 /** node's own destroy() (ours is an own property that shadows it). */
 function destroyFor(stream: Http2Stream): (this: Http2Stream, err?: Error) => Http2Stream {
@@ -107,21 +111,23 @@ function destroyFor(stream: Http2Stream): (this: Http2Stream, err?: Error) => Ht
 function cleanDestroy(this: Closing, err?: Error): Http2Stream {
   if (err || this.closed || this.destroyed || !this.writableFinished || !this.readableEnded) return destroyFor(this).call(this, err);
   if (this[kWaiting] !== undefined) return this;
-  this[kWaiting] = Date.now();
-  waiting.add(this, CLEAN_CLOSE_GRACE_MS / 4);
+  const w: Waiter = { stream: this, since: Date.now(), sweepPrev: undefined, sweepNext: undefined, inSweep: false };
+  this[kWaiting] = w;
+  waiting.add(w, CLEAN_CLOSE_GRACE_MS / 4);
   this.once('close', stopWaiting);
   return this;
 }
 
 function stopWaiting(this: Closing): void {
-  waiting.delete(this);
+  const w = this[kWaiting];
+  if (w) waiting.delete(w);
 }
 
 /** Streams a clean destroy() waits for; one sweep destroys those past the grace period. */
-const waiting = new Sweep<Closing>(destroyPastGrace);
+const waiting = new Sweep<Waiter>(destroyPastGrace);
 
-function destroyPastGrace(s: Closing, now: number): void {
-  if (now - (s[kWaiting] ?? now) < CLEAN_CLOSE_GRACE_MS) return;
-  waiting.delete(s);
-  destroyFor(s).call(s);
+function destroyPastGrace(w: Waiter, now: number): void {
+  if (now - w.since < CLEAN_CLOSE_GRACE_MS) return;
+  waiting.delete(w);
+  destroyFor(w.stream).call(w.stream);
 }
