@@ -187,7 +187,7 @@ const answering = new Sweep<Opening>(checkAnswered);
 
 function checkAnswered(o: Opening, now: number): void {
   if (now < o.deadline) return;
-  failOpen(o.stream, new UgateError(ErrorCodes.TIMEOUT, `${labelOf(o)} timed out`));
+  failOpen(o, new UgateError(ErrorCodes.TIMEOUT, `${labelOf(o)} timed out`));
   o.stream.close();
 }
 
@@ -197,23 +197,22 @@ function labelOf(o: Opening): string {
 }
 
 /** The request is answered or has failed: from now on only its close matters. */
-function settle(stream: OpeningStream, o: Opening): void {
+function settle(o: Opening): void {
   o.settled = true;
   answering.delete(o);
-  stream.off('response', onAnswer);
+  o.stream.off('response', onAnswer);
 }
 
-function failOpen(stream: OpeningStream, err: UgateError): void {
-  const o = stream[kOpening];
-  if (!o || o.settled) return;
-  settle(stream, o);
+function failOpen(o: Opening, err: UgateError): void {
+  if (o.settled) return;
+  settle(o);
   o.reject(err);
 }
 
 function onAnswer(this: OpeningStream, h: IncomingHttpHeaders): void {
   const o = this[kOpening];
   if (!o || o.settled) return;
-  settle(this, o);
+  settle(o);
   const status = Number(h[':status']);
   if (status === 200) {
     closeWhenReset(this);
@@ -229,7 +228,7 @@ function onAnswer(this: OpeningStream, h: IncomingHttpHeaders): void {
 /** Errors before the answer fail the open; later ones belong to whoever reads the stream (and are not thrown). */
 function onOpenError(this: OpeningStream, e: Error): void {
   const o = this[kOpening];
-  if (o) failOpen(this, new UgateError(ErrorCodes.UNREACHABLE, `${labelOf(o)}: ${e.message}`, { cause: e }));
+  if (o) failOpen(o, new UgateError(ErrorCodes.UNREACHABLE, `${labelOf(o)}: ${e.message}`, { cause: e }));
 }
 
 function onOpenClose(this: OpeningStream): void {
@@ -238,11 +237,7 @@ function onOpenClose(this: OpeningStream): void {
   this[kOpening] = undefined;
   o.onClose?.();
   // Settled already (the usual case): no error object (and stack trace) per stream.
-  if (!o.settled) {
-    o.settled = true;
-    answering.delete(o);
-    o.reject(new UgateError(ErrorCodes.UNREACHABLE, `${labelOf(o)}: stream reset (${this.rstCode})`));
-  }
+  if (!o.settled) failOpen(o, new UgateError(ErrorCodes.UNREACHABLE, `${labelOf(o)}: stream reset (${this.rstCode})`));
 }
 
 /**
